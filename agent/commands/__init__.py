@@ -1,0 +1,1 @@
+"""One module per CLI command; the registry is agent.cli.COMMANDS."""

@@ -1,0 +1,1 @@
+"""From the journal to the backend: identity, journal, HTTP client, sender, reference backend."""
