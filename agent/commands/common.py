@@ -28,3 +28,32 @@ def flag_layer(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None), flag_layer(args))
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (bad values exit 2 with one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_float(text)

@@ -1,18 +1,190 @@
-"""basketagent doctor (being written)."""
+"""basketagent doctor: one line per part of the agent, each with a fix when it is broken."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from agent.config import Config
-from agent.errors import OperationalError
+from agent.config import Config, config_path
+from agent.errors import EXIT_OK, EXIT_OPERATIONAL, AgentError
 
-HELP = "doctor"
+HELP = "check config, state dir, model and accelerator, camera, backend and clock; one line each"
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    exit_code: int = EXIT_OK  # what this check would make the whole run exit with
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.name}: {self.detail}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--camera", metavar="SRC", help="frame source to check (default camera.source)")
+    parser.add_argument("--model", metavar="PATH", help="model to check (default model.path)")
+    parser.add_argument("--device", choices=("auto", "cpu", "edgetpu"), help="device to check")
+
+
+def _failed(name: str, exc: AgentError) -> Check:
+    return Check(name, FAIL, str(exc), exc.exit_code)
+
+
+def check_config(args: argparse.Namespace, env: Mapping[str, str]) -> Check:
+    """The config was already loaded and validated (a bad one exits 2 before this runs)."""
+    path, named = config_path(args.config, env)
+    if named or path.exists():
+        return Check("config", OK, f"{path} is valid")
+    return Check("config", OK, f"no {path}; built-in defaults apply")
+
+
+def check_state_dir(config: Config) -> Check:
+    from agent.service import ensure_state_dir
+
+    try:
+        path = ensure_state_dir(config.state_dir)
+    except AgentError as exc:
+        return _failed("state dir", exc)
+    return Check("state dir", OK, f"{path} is writable")
+
+
+def check_journal(config: Config) -> Check:
+    from agent.delivery.journal import Journal
+
+    try:
+        journal = Journal.open(config.state_dir, config.journal, read_only=True)
+    except AgentError as exc:
+        return _failed("journal", exc)
+    try:
+        stats = journal.stats()
+    finally:
+        journal.close()
+    detail = f"{stats.pending} events waiting, {stats.dead_letters} dead letters"
+    if stats.lost_records:
+        return Check("journal", WARN, detail + f"; {stats.lost_records} damaged records were set "
+                     "aside at open (see the log)")
+    if stats.dead_letters:
+        return Check("journal", WARN, detail + " (see 'basketagent status', then "
+                     "'basketagent requeue --all' once the cause is fixed)")
+    return Check("journal", OK, detail)
+
+
+def check_model(config: Config) -> Check:
+    from agent.detect.detector import open_detector
+
+    try:
+        detector = open_detector(config.model)
+    except AgentError as exc:
+        return _failed("model", exc)
+    try:
+        info = detector.info
+    finally:
+        detector.close()
+    width, height = info.input_size
+    detail = f"{info.model_path} on {info.device} ({info.layout}, {width}x{height})"
+    if info.fallback_reason:
+        return Check("model", WARN, f"{detail}; not on the Edge TPU: {info.fallback_reason}")
+    return Check("model", OK, detail)
+
+
+def check_accelerator(config: Config) -> Check:
+    from agent.detect.detector import probe_accelerator
+
+    if config.model.device == "cpu":
+        return Check("edge tpu", OK, "not used (model.device = cpu)")
+    usable, detail = probe_accelerator(config.model)
+    if usable:
+        return Check("edge tpu", OK, detail)
+    if config.model.device == "edgetpu":
+        return Check("edge tpu", FAIL, detail, 3)
+    return Check("edge tpu", WARN, detail + " (auto falls back to the CPU model)")
+
+
+def check_camera(config: Config) -> Check:
+    from agent.camera.sources import probe_camera
+
+    usable, detail = probe_camera(config.camera.source)
+    if usable:
+        return Check("camera", OK, detail)
+    return Check("camera", FAIL, detail, 3)
+
+
+def check_backend(config: Config) -> Check:
+    from agent.delivery.client import BackendClient
+
+    client = BackendClient(config.backend, config.delivery)
+    try:
+        up = client.health()
+    finally:
+        client.close()
+    url = config.backend.url.rstrip("/") + config.backend.health_path
+    if up:
+        return Check("backend", OK, f"{url} answers")
+    return Check("backend", FAIL, f"{url} does not answer (check backend.url and the network; "
+                 "events are journaled meanwhile)", EXIT_OPERATIONAL)
+
+
+def check_identity(config: Config) -> Check:
+    from agent.delivery.identity import IdentityStore
+
+    identity = IdentityStore(config.state_dir).load()
+    if identity is None:
+        return Check("pairing", WARN, "not registered yet (the agent registers when the backend "
+                     "answers; or run 'basketagent register')")
+    if not identity.paired:
+        return Check("pairing", WARN, f"device {identity.device_id} not paired yet: type code "
+                     f"{identity.code} into the web app")
+    return Check("pairing", OK, f"device {identity.device_id} is paired")
+
+
+def check_clock() -> Check:
+    from agent.clock import clock_synced
+
+    if clock_synced():
+        return Check("clock", OK, "synchronised")
+    return Check("clock", WARN, "not synchronised yet: event times are marked unsynced "
+                 "(check network time: timedatectl timesync-status)")
+
+
+def run_checks(args: argparse.Namespace, config: Config) -> list[Check]:
+    probes: list[Callable[[], Check]] = [
+        lambda: check_config(args, os.environ),
+        lambda: check_state_dir(config),
+        lambda: check_journal(config),
+        lambda: check_model(config),
+        lambda: check_accelerator(config),
+        lambda: check_camera(config),
+        lambda: check_backend(config),
+        lambda: check_identity(config),
+        check_clock,
+    ]
+    return [probe() for probe in probes]
+
+
+def worst_exit_code(checks: list[Check]) -> int:
+    """Bad input (2) outranks missing hardware (3), which outranks an operational failure (1)."""
+    codes = {check.exit_code for check in checks if check.status == FAIL}
+    for code in (2, 3, 1):
+        if code in codes:
+            return code
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    raise OperationalError("basketagent doctor is not built yet")
+    checks = run_checks(args, config)
+    for check in checks:
+        print(check.line(), file=sys.stdout)
+    code = worst_exit_code(checks)
+    broken = sum(check.status == FAIL for check in checks)
+    print(f"{broken} broken, {sum(c.status == WARN for c in checks)} warnings" if broken
+          else "everything needed is working")
+    return code
+
+

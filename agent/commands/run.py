@@ -8,22 +8,13 @@ import threading
 
 import structlog
 
+from agent.commands.common import positive_int
 from agent.config import Config
 from agent.errors import EXIT_OK
 
 HELP = "run the agent: camera -> detector -> journal -> backend (what the service runs)"
 
 log = structlog.get_logger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or an _edgetpu.tflite that needs a Coral)")
     parser.add_argument("--device", choices=("auto", "cpu", "edgetpu"),
                         help="where to run the model (default model.device, auto)")
-    parser.add_argument("--max-frames", type=_positive_int, metavar="N",
+    parser.add_argument("--max-frames", type=positive_int, metavar="N",
                         help="stop after N frames, give the sender a short grace, exit 0")
 
 
