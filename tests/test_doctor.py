@@ -1,0 +1,56 @@
+"""basketagent doctor: one line per check, each broken one with a fix, exit code by the worst."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.commands.doctor import FAIL, OK, WARN, Check, worst_exit_code
+from agent.devserver import ReferenceBackend
+
+
+def test_worst_exit_code_ranks_bad_input_then_hardware_then_operational() -> None:
+    ok = Check("a", OK, "fine")
+    warn = Check("b", WARN, "meh")
+    assert worst_exit_code([ok, warn]) == 0
+    assert worst_exit_code([ok, Check("c", FAIL, "x", 1)]) == 1
+    assert worst_exit_code([Check("c", FAIL, "x", 1), Check("d", FAIL, "y", 3)]) == 3
+    assert worst_exit_code([Check("d", FAIL, "y", 3), Check("e", FAIL, "z", 2)]) == 2
+
+
+def test_doctor_all_good_on_synthetic_camera_and_live_backend(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with ReferenceBackend(db_path=tmp_path / "b.sqlite3") as backend:
+        code = main(["doctor", "--camera", "synthetic", "--device", "cpu",
+                     "--state-dir", str(tmp_path / "s"), "--backend", backend.url])
+    out = capsys.readouterr().out.splitlines()
+    names = [line.split(":", 1)[0].split(None, 1)[1] for line in out[:-1]]
+    assert names == ["config", "state dir", "journal", "model", "edge tpu", "camera", "backend",
+                     "pairing", "clock"]
+    assert code == 0, out
+    assert not any(line.startswith(FAIL) for line in out)
+
+
+def test_doctor_reports_backend_down_and_missing_camera(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["doctor", "--camera", "v4l2:/dev/video99", "--device", "cpu",
+                 "--state-dir", str(tmp_path / "s"), "--backend", "http://127.0.0.1:9"])
+    out = capsys.readouterr().out.splitlines()
+    failed = [line for line in out if line.startswith(FAIL)]
+    assert any(line.startswith("FAIL backend:") and "backend.url" in line for line in failed)
+    assert any(line.startswith("FAIL camera:") for line in failed)
+    assert code in (2, 3)
+    assert out[-1].startswith("2 broken")
+
+
+def test_doctor_reports_unwritable_state_dir(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["doctor", "--camera", "synthetic", "--device", "cpu",
+                 "--state-dir", str(blocker / "state"), "--backend", "http://127.0.0.1:9"])
+    out = capsys.readouterr().out
+    assert "FAIL state dir:" in out and "not writable" in out
+    assert code == 1

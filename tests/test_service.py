@@ -1,0 +1,221 @@
+"""`basketagent run` as systemd runs it: real child processes, real parts, a real backend on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.devserver import ReferenceBackend
+
+RUN_TIMEOUT = 120
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BASKETAGENT_", "NOTIFY_", "WATCHDOG_", "JOURNAL_STREAM"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_agent_cli(*args: str, env: dict[str, str] | None = None,
+                  stdout: int | object = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, timeout=RUN_TIMEOUT,
+                          env=env or agent_env())
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[ReferenceBackend]:
+    with ReferenceBackend(db_path=tmp_path / "backend.sqlite3") as server:
+        yield server
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    yield sock, path
+    sock.close()
+
+
+def drain_messages(sock: socket.socket) -> list[str]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except (TimeoutError, socket.timeout):
+            return messages
+
+
+def delivered(backend: ReferenceBackend) -> list[dict]:
+    return list(backend.basket_items()) + list(backend.pending_items())
+
+
+def test_bounded_run_delivers_its_events(tmp_path: Path, backend: ReferenceBackend) -> None:
+    state = tmp_path / "state"
+    result = run_agent_cli("run", "--camera", "synthetic:1", "--device", "cpu", "--max-frames",
+                           "400", "--state-dir", str(state), "--backend", backend.url)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    items = delivered(backend)
+    assert items, "a basket being filled for 400 frames must produce events"
+    assert {item["deviceId"] for item in items} == {
+        json.loads((state / "identity.json").read_text())["deviceId"]}
+    # Basket items are confident ones; each eventId stored once.
+    ids = [item["eventId"] for item in items]
+    assert len(ids) == len(set(ids))
+    assert all(item["confidence"] >= 0.70 for item in backend.basket_items())
+
+
+def test_backend_down_keeps_events_then_flush_delivers(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    result = run_agent_cli("run", "--camera", "synthetic:1", "--device", "cpu", "--max-frames",
+                           "400", "--state-dir", str(state), "--backend", dead_url)
+    assert result.returncode == 0, result.stderr
+    status = run_agent_cli("status", "--json", "--state-dir", str(state), "--backend", dead_url)
+    held = json.loads(status.stdout)["journal"]["pending"]
+    assert held > 0
+    with ReferenceBackend(db_path=tmp_path / "late.sqlite3") as server:
+        flushed = run_agent_cli("flush", "--timeout", "30", "--state-dir", str(state),
+                                "--backend", server.url)
+        assert flushed.returncode == 0, flushed.stderr + flushed.stdout
+        # Basket items go out; pending ones would wait for pairing, which flush reports.
+        assert len(server.basket_items()) + len(server.pending_items()) == held
+
+
+def test_notify_ready_watchdog_stopping_in_order(
+        tmp_path: Path, backend: ReferenceBackend,
+        notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    env = agent_env(NOTIFY_SOCKET=path, WATCHDOG_USEC="200000")
+    result = run_agent_cli("run", "--camera", "synthetic:2", "--device", "cpu", "--max-frames",
+                           "200", "--state-dir", str(tmp_path / "s"), "--backend", backend.url,
+                           env=env)
+    assert result.returncode == 0, result.stderr
+    messages = drain_messages(sock)
+    kinds = [m.split("=", 1)[0] for m in messages for m in m.splitlines()]
+    assert kinds.index("READY") < kinds.index("WATCHDOG") < kinds.index("STOPPING")
+    assert kinds[-1] == "STOPPING"
+    assert any(m.startswith("STATUS=") and "fps" in m for m in messages)
+
+
+def test_not_paired_status_shows_the_pairing_code(
+        tmp_path: Path, backend: ReferenceBackend,
+        notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    result = run_agent_cli("run", "--camera", "synthetic:2", "--device", "cpu", "--max-frames",
+                           "300", "--state-dir", str(tmp_path / "s"), "--backend", backend.url,
+                           env=agent_env(NOTIFY_SOCKET=path))
+    assert result.returncode == 0, result.stderr
+    code = json.loads((tmp_path / "s" / "identity.json").read_text())["code"]
+    assert code in result.stderr  # logged at WARNING until paired
+    assert any("STATUS=" in m and code in m for m in drain_messages(sock))
+
+
+def test_sigterm_stops_cleanly_and_keeps_the_view(
+        tmp_path: Path, backend: ReferenceBackend,
+        notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    state = tmp_path / "s"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", "cpu",
+         "--state-dir", str(state), "--backend", backend.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=agent_env(NOTIFY_SOCKET=path, BASKETAGENT_CAMERA_FPS="60"))
+    try:
+        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        while "READY=1" not in seen and time.monotonic() < deadline:
+            seen += drain_messages(sock)
+        assert "READY=1" in seen
+        time.sleep(1.0)  # a real process: let it run some frames
+        sent_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        took = time.monotonic() - sent_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert took < 8.0
+    assert "Traceback" not in err
+    assert (state / "view.json").exists()
+    assert "STOPPING=1" in drain_messages(sock)
+
+
+def test_journald_lines_when_journal_stream_is_stdout(
+        tmp_path: Path, backend: ReferenceBackend) -> None:
+    out_path = tmp_path / "stdout.log"
+    with out_path.open("w") as out:
+        st = os.fstat(out.fileno())
+        env = agent_env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent", "run", "--camera", "synthetic:1", "--device", "cpu",
+             "--max-frames", "100", "--state-dir", str(tmp_path / "s"), "--backend",
+             backend.url], stdout=out, stderr=out, env=env, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0
+    lines = [line for line in out_path.read_text().splitlines() if line.strip()]
+    assert lines
+    assert all(line[:3] in ("<3>", "<4>", "<6>", "<7>") for line in lines), lines[:5]
+
+
+def test_second_agent_on_the_same_state_dir_is_refused(
+        tmp_path: Path, backend: ReferenceBackend,
+        notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    state = tmp_path / "s"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", "cpu",
+         "--state-dir", str(state), "--backend", backend.url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=agent_env(NOTIFY_SOCKET=path, BASKETAGENT_CAMERA_FPS="30"))
+    try:
+        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        while "READY=1" not in seen and time.monotonic() < deadline:
+            seen += drain_messages(sock)
+        second = run_agent_cli("run", "--camera", "synthetic:4", "--device", "cpu",
+                               "--max-frames", "10", "--state-dir", str(state),
+                               "--backend", backend.url)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=15)
+    assert second.returncode == 1
+    lines = [line for line in second.stderr.splitlines() if line.startswith("basketagent: error")]
+    assert len(lines) == 1 and "journal" in lines[0]
+    assert "Traceback" not in second.stderr
+
+
+def test_missing_camera_is_exit_3_one_line(tmp_path: Path) -> None:
+    result = run_agent_cli("run", "--camera", "v4l2:/dev/video99", "--device", "cpu",
+                           "--max-frames", "5", "--state-dir", str(tmp_path / "s"))
+    assert result.returncode in (2, 3), result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("basketagent: error:")
+
+
+def test_bad_model_file_is_exit_2_and_journal_untouched(tmp_path: Path) -> None:
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"not a model at all")
+    result = run_agent_cli("run", "--camera", "synthetic", "--model", str(bad),
+                           "--device", "cpu", "--max-frames", "5",
+                           "--state-dir", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(bad) in result.stderr
