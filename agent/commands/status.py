@@ -1,18 +1,136 @@
-"""basketagent status (being written)."""
+"""basketagent status: identity, journal, dead letters and the backend as this agent sees them.
+
+Works while the service runs: the journal is opened read-only (no lock) and
+the running sender's breaker and last error come from its status file. For a
+stopped agent the backend's /health is probed once with a short timeout; the
+breaker is then "closed" when the backend answers (as a starting agent would
+find it) and "unknown" when it does not.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, TextIO
 
 from agent.config import Config
-from agent.errors import OperationalError
+from agent.errors import EXIT_OK
 
-HELP = "status"
+HELP = "show deviceId, pairing code, journal depth, dead letters and the backend's state"
+
+PROBE_TIMEOUT_S = 2.0
+BODY_SHOWN = 80
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--json", action="store_true",
+                        help="print exactly one JSON object on stdout")
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    raise OperationalError("basketagent status is not built yet")
+def _probe(config: Config) -> bool:
+    from agent.delivery.client import BackendClient
+
+    backend = dataclasses.replace(config.backend, connect_timeout_s=PROBE_TIMEOUT_S,
+                                  read_timeout_s=PROBE_TIMEOUT_S)
+    with BackendClient(backend, config.delivery) as client:
+        return client.health()
+
+
+def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Everything `status` shows, as one JSON-ready dict."""
+    from agent.delivery.identity import IdentityStore
+    from agent.delivery.journal import Journal
+    from agent.delivery.live_status import live_status_path, read_live_status
+
+    identity = IdentityStore(config.state_dir, backend_url=config.backend.url).load()
+    journal = Journal.open(config.state_dir, config.journal, read_only=True)
+    try:
+        stats = journal.stats()
+        letters = journal.dead_letters()
+    finally:
+        journal.close()
+    live = read_live_status(live_status_path(config.state_dir))
+    if live is not None:
+        service = "running"
+        breaker = str(live.get("breaker", "unknown"))
+        backend_up: bool | None = None
+        last_error = str(live.get("lastError") or "")
+        blocked = str(live.get("blocked") or "")
+    else:
+        service = "stopped"
+        backend_up = probe(config)
+        breaker = "closed" if backend_up else "unknown"
+        last_error = "" if backend_up else f"backend at {config.backend.url} not answering"
+        blocked = ""
+    return {
+        "deviceId": identity.device_id if identity else None,
+        "pairingCode": identity.code if identity else None,
+        "paired": bool(identity.paired) if identity else False,
+        "backendUrl": config.backend.url,
+        "service": service,
+        "breaker": breaker,
+        "backendUp": backend_up,
+        "blocked": blocked,
+        "lastError": last_error,
+        "journal": {
+            "pending": stats.pending,
+            "pendingByRoute": dict(stats.pending_by_route),
+            "oldestAgeS": None if stats.oldest_age_s is None else round(stats.oldest_age_s, 1),
+            "deadLetters": stats.dead_letters,
+            "lostRecords": stats.lost_records,
+            "overflowed": stats.overflowed,
+            "expired": stats.expired,
+        },
+        "deadLetters": [
+            {"eventId": letter.event_id, "status": letter.status, "reason": letter.reason,
+             "bodyStart": letter.body[:BODY_SHOWN]}
+            for letter in letters
+        ],
+    }
+
+
+def render(data: dict[str, Any]) -> str:
+    journal = data["journal"]
+    if data["deviceId"] is None:
+        device = "not registered yet"
+    else:
+        device = (f"{data['deviceId']} "
+                  + ("(paired)" if data["paired"] else f"(not paired: code {data['pairingCode']})"))
+    by_route = ", ".join(f"{route} {count}" for route, count in
+                         sorted(journal["pendingByRoute"].items()) if count)
+    oldest = "" if journal["oldestAgeS"] is None else f", oldest {journal['oldestAgeS']:g} s"
+    backend = data["backendUrl"]
+    if data["backendUp"] is not None:
+        backend += " up" if data["backendUp"] else " not answering"
+    lines = [
+        f"device:       {device}",
+        f"service:      {data['service']}",
+        f"backend:      {backend}; breaker {data['breaker']}",
+        f"journal:      {journal['pending']} pending" + (f" ({by_route})" if by_route else "")
+        + oldest,
+        f"dead letters: {journal['deadLetters']}",
+    ]
+    for letter in data["deadLetters"]:
+        lines.append(f"  {letter['eventId']} HTTP {letter['status']} {letter['reason']}: "
+                     f"{letter['bodyStart']}")
+    losses = [f"{journal[key]} {label}" for key, label in
+              (("lostRecords", "lost to damage"), ("overflowed", "overflowed"),
+               ("expired", "expired")) if journal[key]]
+    if losses:
+        lines.append("journal losses: " + ", ".join(losses))
+    if data["blocked"]:
+        lines.append(f"waiting:      {data['blocked']}")
+    if data["lastError"]:
+        lines.append(f"last error:   {data['lastError']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
+    data = collect(config)
+    if args.json:
+        print(json.dumps(data, sort_keys=True), file=out)
+    else:
+        print(render(data), file=out)
+    return EXIT_OK
