@@ -1,0 +1,130 @@
+"""Who this device is to the backend: deviceId and pairing code, kept in state_dir/identity.json.
+
+The file is small and replaced atomically (temp file, fsync, rename), mode 0600.
+A damaged or empty file is moved aside and treated as absent, so the agent
+registers again instead of refusing to start. An identity issued by another
+backend URL is not reused: that backend would not know the deviceId.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.errors import OperationalError
+from agent.fsutil import atomic_write_bytes, move_aside
+
+log = structlog.get_logger(__name__)
+
+IDENTITY_FILE = "identity.json"
+_CODE = re.compile(r"^[0-9]{4}$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    code: str
+    backend_url: str
+    # Wall-clock UTC ISO-8601 time of the registration (for people, not for timing).
+    registered_at: str
+    paired: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deviceId": self.device_id,
+            "code": self.code,
+            "backendUrl": self.backend_url,
+            "registeredAt": self.registered_at,
+            "paired": self.paired,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Identity":
+        """Parse the stored form; raise ValueError naming what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        for key in ("deviceId", "code", "backendUrl", "registeredAt"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise ValueError(f"{key} missing or not a non-empty string")
+        if not _CODE.match(data["code"]):
+            raise ValueError("code is not 4 digits")
+        paired = data.get("paired", False)
+        if not isinstance(paired, bool):
+            raise ValueError("paired is not true/false")
+        return cls(
+            device_id=data["deviceId"],
+            code=data["code"],
+            backend_url=data["backendUrl"],
+            registered_at=data["registeredAt"],
+            paired=paired,
+        )
+
+    def with_paired(self, paired: bool = True) -> "Identity":
+        return dataclasses.replace(self, paired=paired)
+
+
+def same_backend(a: str, b: str) -> bool:
+    """URLs that differ only by a trailing slash name the same backend."""
+    return a.rstrip("/") == b.rstrip("/")
+
+
+class IdentityStore:
+    """Loads and saves the identity. ``backend_url`` set: identities of other backends are ignored."""
+
+    def __init__(self, state_dir: Path, *, backend_url: str | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / IDENTITY_FILE
+        self.backend_url = backend_url
+
+    def load(self) -> Identity | None:
+        """The stored identity, or None when there is none usable (absent, damaged, other backend)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise OperationalError(
+                f"cannot read {self.path}: {exc.strerror or exc}",
+                fix="check that state.dir belongs to the user running basketagent",
+            ) from exc
+        try:
+            identity = Identity.from_json(json.loads(raw.decode("utf-8")))
+        except (ValueError, UnicodeDecodeError) as exc:
+            # JSONDecodeError is a ValueError; an empty file lands here too.
+            self._move_aside(str(exc) if raw.strip() else "empty file")
+            return None
+        if self.backend_url is not None and not same_backend(identity.backend_url, self.backend_url):
+            log.warning("identity_other_backend", stored_backend=identity.backend_url,
+                        backend=self.backend_url, device_id=identity.device_id,
+                        action="registering again with this backend")
+            return None
+        return identity
+
+    def save(self, identity: Identity) -> None:
+        data = json.dumps(identity.to_json(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.path, data, mode=0o600)
+        except OSError as exc:
+            raise OperationalError(
+                f"cannot write {self.path}: {exc.strerror or exc}",
+                fix="check free space and that state.dir belongs to the user running basketagent",
+            ) from exc
+        log.info("identity_saved", device_id=identity.device_id, paired=identity.paired)
+
+    def _move_aside(self, why: str) -> None:
+        try:
+            moved = move_aside(self.path, "damaged")
+        except OSError as exc:
+            raise OperationalError(
+                f"{self.path} is damaged ({why}) and cannot be moved aside: {exc.strerror or exc}",
+                fix="remove the file by hand; the agent will register again",
+            ) from exc
+        log.error("identity_damaged", path=str(self.path), reason=why, moved_to=str(moved),
+                  action="registering again")
