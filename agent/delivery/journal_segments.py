@@ -1,0 +1,150 @@
+"""Journal segment files: naming, the append-only active segment, reads, and crash-safe repair.
+
+Segments are ``seg-NNNNNNNN.log`` in the journal directory, replayed in number
+order. Only the highest-numbered one is ever appended to. A damaged segment is
+repaired by writing its intact records to ``<name>.repair`` (fsynced), moving
+the original aside with :func:`agent.fsutil.move_aside`, then renaming the
+repair into place; :func:`finish_interrupted_repairs` completes or discards a
+repair a crash interrupted, so every step is safe to die in.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+from agent.fsutil import fsync_dir, move_aside
+
+_SEGMENT = re.compile(r"^seg-(\d{8})\.log$")
+_REPAIR = re.compile(r"^(seg-\d{8}\.log)\.repair$")
+REPAIR_SUFFIX = ".repair"
+
+
+def segment_name(number: int) -> str:
+    return f"seg-{number:08d}.log"
+
+
+def list_segments(directory: Path) -> list[int]:
+    numbers = []
+    for name in os.listdir(directory):
+        match = _SEGMENT.match(name)
+        if match:
+            numbers.append(int(match.group(1)))
+    return sorted(numbers)
+
+
+class FileOps:
+    """The narrowest seam under the journal: the three calls that put bytes on disk.
+
+    Tests substitute a subclass that fails like a full or broken disk.
+    """
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        return os.write(fd, data)
+
+    def fdatasync(self, fd: int) -> None:
+        os.fdatasync(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+
+def finish_interrupted_repairs(directory: Path) -> None:
+    """Complete or discard a repair that a crash interrupted.
+
+    With the original still in place the repair file may be partial: it goes.
+    Without it, the original was already moved aside after the repair file was
+    fsynced, so the repair file is whole and takes its place.
+    """
+    changed = False
+    for name in os.listdir(directory):
+        match = _REPAIR.match(name)
+        if not match:
+            continue
+        repair = directory / name
+        target = directory / match.group(1)
+        if target.exists():
+            repair.unlink()
+        else:
+            os.replace(repair, target)
+        changed = True
+    if changed:
+        fsync_dir(directory)
+
+
+def read_whole(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def replace_damaged(directory: Path, number: int, intact: bytes) -> Path:
+    """Swap a damaged segment for its intact records; return where the original went."""
+    name = segment_name(number)
+    repair = directory / (name + REPAIR_SUFFIX)
+    fd = os.open(repair, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(intact)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    aside = move_aside(directory / name, "damaged")
+    os.replace(repair, directory / name)
+    fsync_dir(directory)
+    return aside
+
+
+class ActiveSegment:
+    """The segment being appended to. Every failed write is cut back to the last good size."""
+
+    def __init__(self, directory: Path, number: int, ops: FileOps, *, create: bool) -> None:
+        self.directory = directory
+        self.number = number
+        self.path = directory / segment_name(number)
+        self._ops = ops
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT | os.O_TRUNC
+        self.fd = os.open(self.path, flags, 0o600)
+        self.size = os.fstat(self.fd).st_size
+        # Set when a failed write could not be cut back: the next write tries again first.
+        self._torn = False
+
+    def append(self, data: bytes, *, sync: bool) -> int:
+        """Write ``data`` at the end and return its offset; on OSError nothing is left behind."""
+        if self._torn:
+            self._cut_back()
+        offset = self.size
+        try:
+            view = memoryview(data)
+            while view:
+                written = self._ops.write(self.fd, view)
+                if written <= 0:  # a regular file does not do this; never loop on it
+                    raise OSError(errno.EIO, "write made no progress")
+                view = view[written:]
+            if sync:
+                self._ops.fdatasync(self.fd)
+        except OSError:
+            self._torn = True
+            try:
+                self._cut_back()
+            except OSError:
+                pass  # retried before the next write
+            raise
+        self.size = offset + len(data)
+        return offset
+
+    def sync(self) -> None:
+        self._ops.fdatasync(self.fd)
+
+    def _cut_back(self) -> None:
+        self._ops.truncate(self.fd, self.size)
+        self._torn = False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
