@@ -8,7 +8,7 @@ then are marked ``clock_synced=False`` rather than held back.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import secrets
 import threading
 import time
@@ -117,18 +117,23 @@ class _Timex(ctypes.Structure):
     ]
 
 
-def kernel_clock_synced() -> bool | None:
-    """The kernel's own view (adjtimex, read only): True, False, or None when unknown."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
+@functools.lru_cache(maxsize=1)
+def _adjtimex() -> Callable[..., int] | None:
+    """libc's adjtimex, looked up once (the process already has libc loaded)."""
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        adjtimex = libc.adjtimex
+        function = ctypes.CDLL(None, use_errno=True).adjtimex
     except (OSError, AttributeError):
         return None
-    adjtimex.argtypes = [ctypes.POINTER(_Timex)]
-    adjtimex.restype = ctypes.c_int
+    function.argtypes = [ctypes.POINTER(_Timex)]
+    function.restype = ctypes.c_int
+    return function
+
+
+def kernel_clock_synced() -> bool | None:
+    """The kernel's own view (adjtimex, read only): True, False, or None when unknown."""
+    adjtimex = _adjtimex()
+    if adjtimex is None:
+        return None
     timex = _Timex()  # modes = 0: read only, needs no privilege
     state = adjtimex(ctypes.byref(timex))
     if state < 0:
