@@ -53,11 +53,13 @@ class _Server(ThreadingHTTPServer):
         self.backend = backend
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self.accepted = 0
         super().__init__(address, _Handler)
 
     def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
         with self._open_lock:
             self._open.add(request)
+            self.accepted += 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request):  # type: ignore[no-untyped-def]
@@ -179,6 +181,7 @@ class ReferenceBackend:
         self._stopping = threading.Event()
         self._calls: deque[Call] = deque(maxlen=CALL_LOG_MAX)
         self._calls_changed = threading.Condition()
+        self._accepted_before = 0
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "ReferenceBackend":
@@ -202,6 +205,7 @@ class ReferenceBackend:
         server.shutdown()
         server.server_close()
         server.cut_connections()
+        self._accepted_before += server.accepted
         if self._thread is not None:
             self._thread.join(JOIN_TIMEOUT_S)
         log.info("devserver_stopped", url=self.url)
@@ -224,6 +228,12 @@ class ReferenceBackend:
     @property
     def running(self) -> bool:
         return self._server is not None
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far (keep-alive reuses one for many requests)."""
+        current = self._server.accepted if self._server is not None else 0
+        return self._accepted_before + current
 
     def wait_stopping(self, seconds: float) -> None:
         """Wait ``seconds`` (an injected delay), cut short by stop()."""
