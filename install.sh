@@ -215,7 +215,9 @@ check_python() {
     fi
 }
 
-systemd_running() { [ -z "$DEST" ] && [ -d /run/systemd/system ]; }
+# An image build (pi-gen) runs this in a chroot: enable units there, never start them.
+in_chroot() { command -v systemd-detect-virt >/dev/null && systemd-detect-virt -q --chroot 2>/dev/null; }
+systemd_running() { [ -z "$DEST" ] && [ -d /run/systemd/system ] && ! in_chroot; }
 
 # --- apt ---------------------------------------------------------------------------
 
@@ -372,8 +374,8 @@ do_system() {
     local python=${BASKETAGENT_PYTHON:-/usr/bin/python3}
     check_root
     check_debian
-    install_packages
     check_python "$python"
+    install_packages
     # The user first: agent.toml is installed with its group.
     install_file "$SRC/deploy/sysusers.d/basketagent.conf" /etc/sysusers.d/basketagent.conf 644 "" users
     if ((${CHANGED[users]:-0})) || ! getent passwd basketagent >/dev/null; then
@@ -384,7 +386,7 @@ do_system() {
         run systemd-tmpfiles --create /etc/tmpfiles.d/basketagent.conf
     fi
     install_venv "" "$python"
-    if ((${CHANGED[udev]:-0})) && [ -d /run/udev ]; then
+    if ((${CHANGED[udev]:-0})) && systemd_running && [ -d /run/udev ]; then
         run udevadm control --reload-rules
         run udevadm trigger --action=change --subsystem-match=usb --subsystem-match=apex
     fi
@@ -448,7 +450,7 @@ do_uninstall() {
     fi
     if [ -z "$root" ] && systemd_running; then
         run systemctl daemon-reload
-        [ ! -d /run/udev ] || run udevadm control --reload-rules
+        if [ -d /run/udev ]; then run udevadm control --reload-rules; fi
     fi
     [ -n "$root" ] || say "the Coral apt repository and libedgetpu1-std are left installed"
     say "uninstalled"
