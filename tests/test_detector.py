@@ -1,0 +1,259 @@
+"""open_detector on real TFLite models: layouts, devices, and every bad-model case."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import numpy as np
+import pytest
+from fake_edgetpu import build_fake_edgetpu
+from structlog.testing import capture_logs
+from tflite_builder import ModelSpec, Out, build, ssd_outputs
+
+from agent.config import ModelConfig
+from agent.detect import runtime
+from agent.detect.detector import open_detector, probe_accelerator
+from agent.detect.model_file import EDGETPU_CUSTOM_OP
+from agent.errors import EXIT_BAD_INPUT, EXIT_HARDWARE, AcceleratorError, ModelError
+
+LABELS = "apple\nbanana\nmilk\n"
+BOXES = [[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.8], [0.0, 0.0, 1.0, 1.0]]
+
+
+@pytest.fixture(scope="module")
+def fake_lib(tmp_path_factory):
+    return build_fake_edgetpu(tmp_path_factory.mktemp("edgetpu"))
+
+
+def fake_tpu(fake_lib):
+    inner = runtime.default_delegate_loader(runtime.interpreter_module())
+    return lambda library, options: inner(str(fake_lib), options)
+
+
+def no_tpu(library, options):
+    raise ValueError(f"Failed to load delegate from {library}")
+
+
+@pytest.fixture
+def files(tmp_path):
+    def write(spec: ModelSpec | bytes, name="m.tflite", labels=LABELS):
+        path = tmp_path / name
+        path.write_bytes(spec if isinstance(spec, bytes) else build(spec))
+        (tmp_path / "labels.txt").write_text(labels, encoding="utf-8")
+        return path
+
+    return write
+
+
+def config(path, tmp_path=None, **kw):
+    labels = str(path.parent / "labels.txt")
+    return ModelConfig(path=str(path), labels=labels, edgetpu_path=str(path.parent / "none.tflite"),
+                       **{"device": "cpu", **kw})
+
+
+def ssd(order="tf1", signature=False, names=None):
+    outs = ssd_outputs(BOXES, [1, 2, 0], [0.9, 0.6, 0.02], 2, order="tf1", names=names)
+    if order == "tf2":
+        outs = [outs[2], outs[0], outs[3], outs[1]]
+    elif order == "swapped":
+        # Boxes first like TF1 but scores before classes: only the names tell them apart.
+        outs = [outs[0], outs[2], outs[1], outs[3]]
+    return ModelSpec(outputs=outs, signature=signature)
+
+
+FRAME = np.zeros((240, 320, 3), np.uint8)
+
+
+@pytest.mark.parametrize("spec,layout", [
+    (ssd("tf1"), "ssd-tf1"),
+    (ssd("tf2", names=("Identity", "Identity_1", "Identity_2", "Identity_3")), "ssd-tf2"),
+    (ssd("tf2", signature=True, names=("detection_boxes", "detection_classes", "detection_scores",
+                                       "num_detections")), "ssd-signature"),
+    (ssd("swapped", signature=True, names=("detection_boxes", "detection_classes",
+                                           "detection_scores", "num_detections")),
+     "ssd-signature"),
+])
+def test_ssd_layouts_on_the_real_interpreter(files, spec, layout):
+    detector = open_detector(config(files(spec)))
+    assert detector.info.layout == layout
+    assert detector.info.input_size == (32, 32) and detector.info.device == "cpu"
+    found = detector.detect(FRAME)
+    assert [(d.class_id, d.label) for d in found] == [(1, "banana"), (2, "milk")]
+    assert found[0].score == pytest.approx(0.9)
+    assert found[0].box == pytest.approx((0.1, 0.2, 0.5, 0.6))
+    assert found[1].box == pytest.approx((0.3, 0.3, 0.9, 0.8))
+    detector.close()
+
+
+def test_yolov8_letterbox_boxes_mapped_to_the_frame(files):
+    pred = np.zeros((1, 7, 16), np.float32)
+    # In the 32x32 input a 320x240 frame occupies rows 4..28; this box spans all of it.
+    pred[0, :, 0] = [0.5, 0.5, 1.0, 24 / 32, 0.0, 0.0, 0.95]
+    spec = ModelSpec(input_dtype=np.float32, outputs=[Out("output0", pred)])
+    detector = open_detector(config(files(spec)))
+    assert detector.info.layout == "yolov8"
+    (found,) = detector.detect(FRAME)
+    assert (found.label, found.score) == ("milk", pytest.approx(0.95))
+    assert found.box == pytest.approx((0.0, 0.0, 1.0, 1.0), abs=1e-6)
+
+
+def test_yolov5_int8_input_and_uint8_output(files):
+    q = np.zeros((1, 16, 8), np.uint8)
+    q[0, 0] = [128, 128, 64, 64, 255, 0, 230, 0]
+    spec = ModelSpec(input_dtype=np.int8, input_scale=1 / 255, input_zero_point=-128,
+                     outputs=[Out("output", q, scale=1 / 255, zero_point=0)])
+    detector = open_detector(config(files(spec)))
+    assert detector.info.layout == "yolov5"
+    (found,) = detector.detect(np.zeros((32, 32, 3), np.uint8))
+    assert (found.label, found.score) == ("banana", pytest.approx(230 / 255))
+    c, h = 128 / 255, 32 / 255
+    assert found.box == pytest.approx((c - h, c - h, c + h, c + h), abs=1e-6)
+
+
+def test_interpreter_built_once_with_threads_from_cpu_count(files):
+    built = []
+    real = importlib.import_module("ai_edge_litert.interpreter")
+
+    def importer(name: str) -> ModuleType:
+        module = ModuleType(name)
+        module.load_delegate = real.load_delegate
+
+        def interpreter(**kw):
+            built.append(kw["num_threads"])
+            return real.Interpreter(**kw)
+
+        module.Interpreter = interpreter
+        return module
+
+    detector = open_detector(config(files(ssd()), threads=0), importer=importer)
+    interpreter = detector.interpreter
+    for _ in range(3):
+        detector.detect(FRAME)
+    assert detector.interpreter is interpreter
+    assert built == [os.cpu_count()]
+    open_detector(config(files(ssd()), threads=3), importer=importer)
+    assert built[-1] == 3
+
+
+def test_auto_uses_edgetpu_model_when_the_delegate_loads(files, fake_lib):
+    cpu = files(ssd(), "m.tflite")
+    tpu = files(ssd("tf2", names=("Identity", "Identity_1", "Identity_2", "Identity_3")),
+                "m_edgetpu.tflite")
+    model = ModelConfig(device="auto", path=str(cpu), edgetpu_path=str(tpu),
+                        labels=str(cpu.parent / "labels.txt"), edgetpu_device="usb:0")
+    detector = open_detector(model, delegate_loader=fake_tpu(fake_lib))
+    assert (detector.info.device, detector.info.model_path) == ("edgetpu", str(tpu))
+    assert detector.info.layout == "ssd-tf2" and detector.info.fallback_reason == ""
+    assert [d.label for d in detector.detect(FRAME)] == ["banana", "milk"]
+
+
+def test_auto_falls_back_to_cpu_with_a_warning(files):
+    cpu = files(ssd())
+    with capture_logs() as logs:
+        detector = open_detector(config(cpu, device="auto"), delegate_loader=no_tpu)
+    assert detector.info.device == "cpu" and detector.info.model_path == str(cpu)
+    assert detector.info.fallback_reason.startswith("no Edge TPU found")
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert warnings and warnings[0]["reason"] == detector.info.fallback_reason
+
+
+def test_auto_with_tpu_but_no_edgetpu_model(files, fake_lib):
+    cpu = files(ssd())
+    detector = open_detector(config(cpu, device="auto"), delegate_loader=fake_tpu(fake_lib))
+    assert detector.info.device == "cpu"
+    assert "no Edge TPU model at" in detector.info.fallback_reason
+
+
+def test_device_edgetpu_without_tpu_is_hardware_error(files, fake_lib):
+    with pytest.raises(AcceleratorError, match="no Edge TPU found matching 'pci:1'") as caught:
+        open_detector(config(files(ssd()), device="edgetpu", edgetpu_device="pci:1"),
+                      delegate_loader=fake_tpu(fake_lib))
+    assert caught.value.exit_code == EXIT_HARDWARE
+
+
+def test_device_edgetpu_without_library(files):
+    def cdll(name):
+        raise OSError("cannot open shared object file")
+
+    loader = runtime.default_delegate_loader(runtime.interpreter_module(), cdll=cdll)
+    with pytest.raises(AcceleratorError, match="libedgetpu not installed") as caught:
+        open_detector(config(files(ssd()), device="edgetpu"), delegate_loader=loader)
+    assert caught.value.exit_code == EXIT_HARDWARE
+
+
+def test_device_edgetpu_with_tpu_but_missing_model(files, fake_lib):
+    with pytest.raises(ModelError, match="Edge TPU model .* does not exist"):
+        open_detector(config(files(ssd()), device="edgetpu"), delegate_loader=fake_tpu(fake_lib))
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "edgetpu"])
+def test_edgetpu_compiled_cpu_model_without_tpu(files, device):
+    spec = ssd()
+    spec.custom_op = EDGETPU_CUSTOM_OP
+    path = files(spec, "m_edgetpu.tflite")
+    with pytest.raises(AcceleratorError) as caught:
+        open_detector(config(path, device=device), delegate_loader=no_tpu)
+    assert caught.value.exit_code == EXIT_HARDWARE
+    if device != "edgetpu":
+        assert "compiled for the Edge TPU" in str(caught.value)
+        assert "plug in a Coral or use the CPU model" in str(caught.value)
+
+
+def _bad(files, content, labels=LABELS):
+    path = files(content, labels=labels)
+    with pytest.raises(ModelError) as caught:
+        open_detector(config(path))
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_missing_model_file(tmp_path):
+    (tmp_path / "labels.txt").write_text(LABELS)
+    with pytest.raises(ModelError, match="does not exist"):
+        open_detector(config(tmp_path / "gone.tflite"))
+
+
+def test_truncated_model(files):
+    data = build(ssd())
+    assert "truncated or damaged" in _bad(files, data[: len(data) // 3])
+
+
+def test_not_a_tflite_model(files):
+    assert "not a TFLite model" in _bad(files, b"PK\x03\x04 a zip file, not a model" * 4)
+
+
+def test_classifier_is_not_a_detector(files):
+    spec = ModelSpec(outputs=[Out("logits", np.zeros((1, 1001), np.float32))])
+    message = _bad(files, spec)
+    assert "not a detector" in message and "logits [1, 1001] float32" in message
+
+
+def test_non_image_input_is_not_a_detector(files):
+    spec = ModelSpec(input_shape=(1, 100), input_dtype=np.float32, outputs=ssd().outputs)
+    assert "not an image detector" in _bad(files, spec)
+
+
+def test_label_count_mismatch(files):
+    pred = np.zeros((1, 9, 16), np.float32)  # YOLOv8 with 5 classes
+    spec = ModelSpec(input_dtype=np.float32, outputs=[Out("output0", pred)])
+    message = _bad(files, spec)
+    assert "has 3 labels but model" in message and "has 5 classes" in message
+
+
+def test_missing_labels(files):
+    path = files(ssd())
+    (path.parent / "labels.txt").unlink()
+    with pytest.raises(ModelError, match="label file .* does not exist"):
+        open_detector(config(path))
+
+
+def test_probe_accelerator(fake_lib, tmp_path):
+    ok, detail = probe_accelerator(ModelConfig(edgetpu_device="usb"), fake_tpu(fake_lib))
+    assert ok and "Edge TPU delegate loaded" in detail and "(usb)" in detail
+    ok, detail = probe_accelerator(ModelConfig(edgetpu_device="pci:1"), fake_tpu(fake_lib))
+    assert not ok and detail.startswith("no Edge TPU found matching 'pci:1'")
+    ok, detail = probe_accelerator(ModelConfig(edgetpu_device="bogus"), fake_tpu(fake_lib))
+    assert not ok and "not a device selector" in detail
