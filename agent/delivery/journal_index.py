@@ -88,8 +88,10 @@ class Index:
                 elif payload.get("reason") == "expired":
                     counters.expired += 1
         elif kind == rec.KIND_DROP:
-            if self._remove(payload["id"]):
-                counters.dropped += 1
+            # Counted even when the dead letter's own record is gone with an older segment:
+            # a drop is only ever written for a dead letter that existed.
+            self._remove(payload["id"])
+            counters.dropped += 1
         elif kind == rec.KIND_LOST:
             counters.lost += payload["n"]
         elif kind == rec.KIND_META:
