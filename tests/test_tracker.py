@@ -6,9 +6,11 @@ import itertools
 import json
 import re
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +20,8 @@ from agent.basket.catalog import Catalog
 from agent.basket.event import ProductEvent
 from agent.basket.tracker import BasketTracker
 from agent.basket.view_store import ViewStore
+from agent.camera.render import visible_truth
+from agent.camera.synthetic import BasketScript
 from agent.config import BasketConfig, DetectionConfig, RoutingConfig
 from agent.detect.types import Detection
 
@@ -26,6 +30,7 @@ CATALOG = {"products": [
     {"label": "apple", "productId": "P001", "name": "Organic Apples"},
     {"label": "milk", "productId": "P003", "name": "Whole Milk 1 L"},
 ]}
+SIZE = (320, 240)
 T0 = 1_796_378_400.25  # 2026-12-04T10:00:00.250Z
 
 
@@ -306,3 +311,34 @@ def test_properties(catalog: Catalog, tmp_path_factory: pytest.TempPathFactory,
         h.tracker.persist()
     for pid, count in h.tracker.confirmed.items():
         assert added[pid] >= count
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_scripted_basket_gives_one_event_per_product_put_in(tmp_path: Path, seed: int) -> None:
+    """The synthetic camera's basket script, its visible truth as detections, default config.
+
+    Hands hide products for a few frames (shorter than release_frames) and products are
+    taken out and put back: every put must be added exactly once, nothing else.
+    """
+    script = BasketScript(np.random.default_rng(seed), SIZE)
+    tracker = BasketTracker(Catalog.bundled(), BasketConfig(), DetectionConfig(), RoutingConfig(),
+                            ViewStore(tmp_path / "view.json"), clock_synced=lambda: True)
+    names = {product.name: product.label for product in Catalog.bundled()}
+    in_basket: Counter[str] = Counter()
+    put: Counter[str] = Counter()
+    added: Counter[str] = Counter()
+    hand_frames = 0
+    for index in range(3_000):
+        products, hand = script.step(index)
+        hand_frames += hand is not None
+        now = Counter(item.label for item in products)
+        put.update({label: now[label] - in_basket[label] for label in now
+                    if now[label] > in_basket[label]})
+        in_basket = now
+        seen = [Detection(0, label, 0.9, box) for label, box in visible_truth(products, SIZE, hand)]
+        for event in tracker.observe(seen):
+            added[names[event.name]] += event.quantity
+    assert hand_frames > 0 and sum(put.values()) >= 10  # the script did exercise both
+    assert added == put
+    by_label = {Catalog.bundled().lookup(label).product_id: n for label, n in in_basket.items()}
+    assert tracker.confirmed == by_label
