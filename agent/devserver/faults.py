@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 
@@ -31,7 +32,7 @@ class Fault:
 
 class FaultQueue:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._faults: list[Fault] = []
 
     def add(self, fault: Fault) -> None:
@@ -50,12 +51,24 @@ class FaultQueue:
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         del self._faults[index]
+                    self._lock.notify_all()
                     return fault
         return None
 
     def pending(self) -> int:
         with self._lock:
             return sum(fault.remaining for fault in self._faults)
+
+    def wait_taken(self, timeout: float) -> bool:
+        """Block until every queued fault has been used (a request is inside it), or timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(fault.remaining for fault in self._faults):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            return True
 
     def clear(self) -> None:
         with self._lock:
