@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -75,7 +75,7 @@ def uuid7(now_ns: int | None = None) -> str:
 
 def utc_iso(wall_seconds: float) -> str:
     """Unix seconds as UTC ISO-8601 with milliseconds and a Z: ``2026-12-04T10:00:00.123Z``."""
-    moment = datetime.fromtimestamp(wall_seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(wall_seconds, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

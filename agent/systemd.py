@@ -47,7 +47,7 @@ class Notifier:
         clock: Callable[[], float] = time.monotonic,
         *,
         pid: int | None = None,
-    ) -> "Notifier":
+    ) -> Notifier:
         """Read NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (which must name this process)."""
         own_pid = os.getpid() if pid is None else pid
         address = env.get("NOTIFY_SOCKET", "").strip() or None

@@ -43,7 +43,7 @@ class Catalog:
             self._by_label[product.label] = product
 
     @classmethod
-    def load(cls, path: Path) -> "Catalog":
+    def load(cls, path: Path) -> Catalog:
         path = Path(path)
         try:
             raw = path.read_bytes()
@@ -61,7 +61,7 @@ class Catalog:
         return cls(_parse(data, str(path)), source=str(path))
 
     @classmethod
-    def bundled(cls, models_dir: Path | None = None) -> "Catalog":
+    def bundled(cls, models_dir: Path | None = None) -> Catalog:
         """The demo catalog shipped beside the bundled model."""
         return cls.load((models_dir or bundled_models_dir()) / DEMO_CATALOG)
 

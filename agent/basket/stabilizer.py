@@ -47,7 +47,7 @@ class Change:
 class _Track:
     """One key's confirmed count and recent history."""
 
-    __slots__ = ("confirmed", "seen", "_lows", "_highs", "_scores")
+    __slots__ = ("_highs", "_lows", "_scores", "confirmed", "seen")
 
     def __init__(self, confirmed: int, confirm_frames: int) -> None:
         self.confirmed = confirmed

@@ -39,7 +39,7 @@ class ViewStore:
                 fix="check that the state directory belongs to the service user") from exc
         try:
             return _parse(raw)
-        except ValueError as exc:
+        except _Damaged as exc:
             try:
                 moved = self._move_aside(self.path, "damaged")
             except OSError as move_exc:
@@ -62,20 +62,24 @@ class ViewStore:
                 fix="free space or fix permissions in the state directory") from exc
 
 
+class _Damaged(Exception):
+    """The view file's content is not a valid view."""
+
+
 def _parse(raw: bytes) -> dict[str, int]:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
+        raise _Damaged(f"not JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("version") != VERSION:
-        raise ValueError("not a version 1 view")
+        raise _Damaged("not a version 1 view")
     view = data.get("view")
     if not isinstance(view, dict):
-        raise ValueError("no view object")
+        raise _Damaged("no view object")
     result = {}
     for product, count in view.items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ValueError(f"count for {product!r} is not a whole number >= 0")
+            raise _Damaged(f"count for {product!r} is not a whole number >= 0")
         if count:
             result[str(product)] = count
     return result
