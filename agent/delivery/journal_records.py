@@ -25,7 +25,7 @@ _LENGTH = struct.Struct("<I")
 MAX_PAYLOAD = 1 << 20
 # Used to estimate how many records a damaged stretch held when no intact
 # record in the file gives a better average.
-TYPICAL_RECORD = 256
+TYPICAL_RECORD = 320
 
 KIND_META = "meta"
 KIND_EVENT = "event"
@@ -141,13 +141,21 @@ def scan(data: bytes) -> Scan:
         damaged.append((pos, resume))
         pos = resume
     if damaged:
-        good_bytes = sum(r.size for r in result.records)
-        average = good_bytes / len(result.records) if result.records else TYPICAL_RECORD
+        good = result.records
+        average = (sum(r.size for r in good) / len(good) if len(good) >= 4
+                   else TYPICAL_RECORD)
         for start, end in damaged:
-            by_bytes = round((end - start) / average)
-            by_headers = data.count(MAGIC, start, end)
-            result.damage.append(Damage(start, end, max(1, by_bytes, by_headers)))
+            result.damage.append(Damage(start, end, _estimate(data, start, end, average)))
     return result
+
+
+def _estimate(data: bytes, start: int, end: int, average: float) -> int:
+    """How many records a damaged stretch held: exact when its first header survived."""
+    if data.startswith(MAGIC, start) and start + HEADER_SIZE <= end:
+        _, length, _ = _HEADER.unpack_from(data, start)
+        if length <= MAX_PAYLOAD and start + HEADER_SIZE + length >= end:
+            return 1  # one record, cut short or corrupted inside
+    return max(1, data.count(MAGIC, start, end), round((end - start) / average))
 
 
 def _next_intact(view: memoryview, data: bytes, pos: int) -> int:

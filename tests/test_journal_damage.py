@@ -1,0 +1,189 @@
+"""Damaged journal files open: intact records kept, the rest moved aside, the loss counted."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from agent.delivery import journal_records as rec
+from journal_support import event, open_journal, pending_ids, segments
+
+N_EVENTS = 40
+
+
+def _written(tmp_path: Path, n: int = N_EVENTS, **kwargs) -> tuple[Path, list[rec.Record]]:
+    """A journal holding n events in one segment, and the records of that segment."""
+    state = tmp_path / "pristine"
+    with open_journal(state, **kwargs) as j:
+        for i in range(n):
+            j.append(event(i, "pending" if i % 4 == 0 else "basket"))
+    [segment] = segments(state)
+    return state, rec.scan(segment.read_bytes()).records
+
+
+def _copy(state: Path, target: Path) -> Path:
+    shutil.copytree(state, target)
+    return target
+
+
+def _event_spans(records: list[rec.Record]) -> list[tuple[int, int, str]]:
+    return [(r.offset, r.offset + r.size, r.payload["id"]) for r in records
+            if r.payload["k"] == "event"]
+
+
+def _aside(state: Path) -> list[Path]:
+    return sorted((state / "journal").glob("*.damaged.*"))
+
+
+def test_truncation_at_many_offsets_keeps_every_whole_record(tmp_path: Path) -> None:
+    pristine, records = _written(tmp_path)
+    data = segments(pristine)[0].read_bytes()
+    spans = _event_spans(records)
+    rng = random.Random(7)
+    cuts = sorted({0, 1, len(data) - 1, *(rng.randrange(len(data)) for _ in range(120)),
+                   *(end for _, end, _ in spans[:5]), *(end - 1 for _, end, _ in spans[:5])})
+    for cut in cuts:
+        state = _copy(pristine, tmp_path / f"cut{cut}")
+        segment = segments(state)[0]
+        segment.write_bytes(data[:cut])
+        on_boundary = cut == 0 or any(end == cut for _, end, _ in spans) or cut == records[0].size
+        with open_journal(state) as j:
+            assert pending_ids(j) == [eid for _, end, eid in spans if end <= cut], cut
+            assert j.stats().lost_records == (0 if on_boundary else 1), cut
+            j.append(event(1000))  # and it takes new events
+        assert len(_aside(state)) == (0 if on_boundary else 1)
+        if not on_boundary:
+            assert _aside(state)[0].read_bytes() == data[:cut]  # the original, whole
+        with open_journal(state) as j:  # the repair holds: no new loss, nothing moved again
+            assert j.stats().lost_records == (0 if on_boundary else 1)
+            assert pending_ids(j)[-1] == event(1000).event_id
+        assert len(_aside(state)) == (0 if on_boundary else 1)
+        shutil.rmtree(state)
+
+
+def test_flipped_bytes_lose_only_the_record_they_hit(tmp_path: Path) -> None:
+    pristine, records = _written(tmp_path)
+    data = segments(pristine)[0].read_bytes()
+    spans = _event_spans(records)
+    rng = random.Random(11)
+    for trial in range(80):
+        position = rng.randrange(len(data))
+        state = _copy(pristine, tmp_path / f"flip{trial}")
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << rng.randrange(8)
+        segments(state)[0].write_bytes(bytes(damaged))
+        with capture_logs() as logs:
+            j = open_journal(state)
+        hit = {eid for start, end, eid in spans if start <= position < end}
+        assert pending_ids(j) == [eid for _, _, eid in spans if eid not in hit], position
+        assert j.stats().lost_records == 1, position
+        assert any(e["log_level"] == "error" and e["event"] == "journal damage found: records lost"
+                   for e in logs)
+        j.close()
+        assert _aside(state)[0].read_bytes() == bytes(damaged)
+        shutil.rmtree(state)
+
+
+def test_zeroed_4k_blocks(tmp_path: Path) -> None:
+    pristine, records = _written(tmp_path, n=120)
+    data = segments(pristine)[0].read_bytes()
+    spans = _event_spans(records)
+    assert len(data) > 4 * 4096
+    for block in range(len(data) // 4096 + 1):
+        start, end = block * 4096, min(len(data), (block + 1) * 4096)
+        state = _copy(pristine, tmp_path / f"zero{block}")
+        segments(state)[0].write_bytes(data[:start] + bytes(end - start) + data[end:])
+        with open_journal(state) as j:
+            survivors = [eid for s, e, eid in spans if e <= start or s >= end]
+            assert pending_ids(j) == survivors, block
+            hit = len(spans) - len(survivors)
+            # an estimate from the damaged bytes: within a record or two of the truth
+            assert abs(j.stats().lost_records - hit) <= 2, (block, j.stats().lost_records, hit)
+        shutil.rmtree(state)
+
+
+def test_damage_in_an_older_segment_leaves_later_ones_whole(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with open_journal(state, segment_bytes=2048) as j:
+        for i in range(30):
+            j.append(event(i))
+    files = segments(state)
+    assert len(files) >= 3
+    middle = files[1]
+    middle_ids = {r.payload["id"] for r in rec.scan(middle.read_bytes()).records
+                  if r.payload["k"] == "event"}
+    middle.write_bytes(bytes(100) + middle.read_bytes()[100:])
+    with open_journal(state, segment_bytes=2048) as j:
+        ids = pending_ids(j)
+        later = [event(i).event_id for i in range(30) if event(i).event_id not in middle_ids]
+        assert set(later) <= set(ids)
+        assert ids == sorted(ids)  # still in order
+        assert j.stats().lost_records >= 1
+
+
+def test_read_only_counts_damage_but_moves_nothing(tmp_path: Path) -> None:
+    pristine, records = _written(tmp_path)
+    state = _copy(pristine, tmp_path / "ro")
+    segment = segments(state)[0]
+    damaged = bytearray(segment.read_bytes())
+    damaged[records[3].offset + 12] ^= 0x40
+    segment.write_bytes(bytes(damaged))
+    reader = open_journal(state, read_only=True)
+    assert reader.stats().lost_records == 1
+    assert len(pending_ids(reader)) == N_EVENTS - 1
+    reader.close()
+    assert segment.read_bytes() == bytes(damaged) and _aside(state) == []
+
+
+def test_read_only_ignores_a_write_in_progress_at_the_tail(tmp_path: Path) -> None:
+    """status reads while the service appends: a half-written last record is not a loss."""
+    pristine, records = _written(tmp_path)
+    state = _copy(pristine, tmp_path / "ro")
+    segment = segments(state)[0]
+    segment.write_bytes(segment.read_bytes()[:-10])
+    reader = open_journal(state, read_only=True)
+    assert reader.stats().lost_records == 0
+    assert len(pending_ids(reader)) == N_EVENTS - 1
+    reader.close()
+
+
+def test_garbage_and_stray_files(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    directory = state / "journal"
+    directory.mkdir(parents=True)
+    (directory / "seg-00000001.log").write_bytes(b"this was never a journal" * 50)
+    (directory / "notes.txt").write_text("ignored")
+    (directory / "seg-1.log").write_text("not our name pattern: ignored")
+    with open_journal(state) as j:
+        assert j.stats().pending == 0 and j.stats().lost_records >= 1
+        j.append(event(1))
+    with open_journal(state) as j:
+        assert pending_ids(j) == [event(1).event_id]
+    assert (directory / "notes.txt").read_text() == "ignored"
+
+
+@pytest.mark.parametrize("kind", ["ack", "dead"])
+def test_a_lost_ack_or_dead_record_brings_the_event_back_not_loses_it(tmp_path: Path,
+                                                                     kind: str) -> None:
+    state = tmp_path / "state"
+    with open_journal(state) as j:
+        for i in range(3):
+            j.append(event(i))
+        if kind == "ack":
+            j.ack(event(1).event_id)
+        else:
+            j.dead_letter(event(1).event_id, 422, "", "refused")
+        j.append(event(3))
+    segment = segments(state)[0]
+    records = rec.scan(segment.read_bytes()).records
+    [target] = [r for r in records if r.payload["k"] == kind]
+    data = bytearray(segment.read_bytes())
+    data[target.offset + rec.HEADER_SIZE + 3] ^= 0x01
+    segment.write_bytes(bytes(data))
+    with open_journal(state) as j:
+        assert pending_ids(j) == [event(i).event_id for i in range(4)]  # at-least-once
+        assert j.stats().lost_records == 1
