@@ -65,7 +65,7 @@ def configure_logging(level: str, fmt: str, *, journal_stream: str | None = None
         structlog.stdlib.add_logger_name,
         drop_secrets,
     ]
-    handler = logging.StreamHandler(out)
+    handler = logging.StreamHandler(out) if stream is not None else _StderrHandler()
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -185,6 +185,25 @@ def render_plain(logger: WrappedLogger, method: str, event_dict: EventDict) -> s
     name = event_dict.get("logger")
     where = f" {name}:" if name else ""
     return f"{event_dict.get('timestamp', '')} {level:<7}{where} {_body(event_dict)}"
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time, as logging's last-resort handler does.
+
+    A test harness (or a daemoniser) may swap sys.stderr after setup; a handler
+    holding the old object would then write to a closed file.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 class _ForeignFilter(logging.Filter):

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,3 +226,18 @@ def test_bad_level_or_format_is_a_config_error(level: str, fmt: str) -> None:
         configure_logging(level, fmt, stream=io.StringIO())
     assert info.value.exit_code == 2
     assert info.value.fix
+
+
+def test_default_stream_follows_sys_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "plain")
+    structlog.get_logger("agent.d").info("first")
+    assert "agent.d: first" in capsys.readouterr().err
+    # The harness swaps sys.stderr between tests; records must follow it, not the old one.
+    swapped = io.StringIO()
+    original = sys.stderr
+    sys.stderr = swapped
+    try:
+        structlog.get_logger("agent.d").warning("second")
+    finally:
+        sys.stderr = original
+    assert swapped.getvalue().endswith("warning agent.d: second\n")
