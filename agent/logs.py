@@ -187,7 +187,7 @@ def render_plain(logger: WrappedLogger, method: str, event_dict: EventDict) -> s
     return f"{event_dict.get('timestamp', '')} {level:<7}{where} {_body(event_dict)}"
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time, as logging's last-resort handler does.
 
     A test harness (or a daemoniser) may swap sys.stderr after setup; a handler
@@ -197,7 +197,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
