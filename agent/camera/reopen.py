@@ -1,0 +1,180 @@
+"""A live camera that keeps going: bounded reads, bad frames skipped, reopened with backoff.
+
+A read that blocks longer than ``read_timeout_s`` counts as a camera failure.
+The blocked call is left on its daemon worker thread (a stuck driver call
+cannot be interrupted from Python) and a new worker serves the reopened
+camera. After a failure the camera is closed and opened again, waiting
+``initial * 2**n`` seconds between attempts, capped at ``backoff_max_s``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import structlog
+
+from agent.camera.frame import Frame, FrameSource
+from agent.errors import CameraError
+
+log = structlog.get_logger(__name__)
+
+Wait = Callable[[threading.Event, float], bool]
+
+INITIAL_BACKOFF_S = 0.5
+# This many bad frames in a row means the camera is failing, not one glitch.
+MAX_BAD_FRAMES = 10
+
+
+def _wait(event: threading.Event, timeout: float) -> bool:
+    return event.wait(timeout)
+
+
+class _Call:
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class BoundedCaller:
+    """Runs calls on one daemon worker thread and gives up on any that take too long."""
+
+    def __init__(self, timeout_s: float, *, wait: Wait = _wait, name: str = "camera-read") -> None:
+        self.timeout_s = timeout_s
+        self._wait = wait
+        self._name = name
+        self._queue: queue.Queue[_Call | None] | None = None
+
+    def _worker(self, jobs: queue.Queue[_Call | None]) -> None:
+        while True:
+            call = jobs.get()
+            if call is None:
+                return
+            try:
+                call.result = call.fn()
+            except BaseException as exc:  # handed to the caller's thread
+                call.error = exc
+            call.done.set()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        if self._queue is None:
+            self._queue = queue.Queue()
+            threading.Thread(target=self._worker, args=(self._queue,), name=self._name,
+                             daemon=True).start()
+        job = _Call(fn)
+        self._queue.put(job)
+        if not self._wait(job.done, self.timeout_s):
+            # The worker is stuck inside fn; abandon it and start afresh next time.
+            self._queue.put(None)
+            self._queue = None
+            raise CameraError(f"no frame within {self.timeout_s:g} s",
+                              fix="check the camera; raise camera.read_timeout_s if it is slow")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def stop(self) -> None:
+        if self._queue is not None:
+            self._queue.put(None)
+            self._queue = None
+
+
+def _is_good(frame: Frame) -> bool:
+    image = frame.image
+    return (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            and image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0)
+
+
+class ReopeningSource:
+    """Wraps a live source's opener; never ends by itself, reopens the camera when it fails."""
+
+    live = True
+
+    def __init__(self, opener: Callable[[], FrameSource], name: str, *,
+                 backoff_max_s: float, read_timeout_s: float,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 wait: Wait = _wait) -> None:
+        self.name = name
+        self._opener = opener
+        self._backoff_max_s = backoff_max_s
+        self._clock = clock
+        self._sleep = sleep
+        self._reader = BoundedCaller(read_timeout_s, wait=wait)
+        self._index = 0
+        self._bad_in_row = 0
+        self._failed_at = 0.0
+        self.reopens = 0
+        self.bad_frames = 0
+        # The first open is not retried: a camera missing at start is an error to report.
+        self._source: FrameSource | None = opener()
+
+    def read(self) -> Frame:
+        while True:
+            if self._source is None:
+                self._source = self._reopen()
+            source = self._source
+            try:
+                frame = self._reader.call(source.read)
+            except CameraError as exc:
+                self._failed(str(exc))
+                continue
+            if frame is None or not _is_good(frame):
+                self._bad_frame(frame)
+                continue
+            self._bad_in_row = 0
+            out = Frame(image=frame.image, t_mono=frame.t_mono, index=self._index)
+            self._index += 1
+            return out
+
+    def _bad_frame(self, frame: Frame | None) -> None:
+        self.bad_frames += 1
+        self._bad_in_row += 1
+        shape = None if frame is None else getattr(frame.image, "shape", None)
+        log.warning("bad camera frame skipped", source=self.name, shape=shape,
+                    in_a_row=self._bad_in_row)
+        if self._bad_in_row >= MAX_BAD_FRAMES:
+            self._failed(f"{self._bad_in_row} bad frames in a row")
+
+    def _failed(self, reason: str) -> None:
+        log.error("camera failed; reopening", source=self.name, reason=reason)
+        self._failed_at = self._clock()
+        self._bad_in_row = 0
+        self._close_current()
+
+    def _close_current(self) -> None:
+        source, self._source = self._source, None
+        if source is None:
+            return
+        try:
+            # Bounded too: closing a wedged camera can block like reading it.
+            self._reader.call(source.close)
+        except Exception as exc:
+            log.warning("camera close failed", source=self.name, error=str(exc))
+
+    def _reopen(self) -> FrameSource:
+        attempt = 0
+        while True:
+            delay = min(INITIAL_BACKOFF_S * 2 ** attempt, self._backoff_max_s)
+            self._sleep(delay)
+            attempt += 1
+            try:
+                source = self._opener()
+            except CameraError as exc:
+                log.warning("camera reopen failed", source=self.name, attempt=attempt,
+                            error=str(exc), next_delay_s=min(delay * 2, self._backoff_max_s))
+                continue
+            self.reopens += 1
+            log.info("camera reopened", source=self.name, attempt=attempt,
+                     outage_s=round(self._clock() - self._failed_at, 3))
+            return source
+
+    def close(self) -> None:
+        self._close_current()
+        self._reader.stop()
