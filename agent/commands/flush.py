@@ -36,14 +36,16 @@ def open_journal_for_writing(config: Config):  # type: ignore[no-untyped-def]
         raise JournalBusyError(SERVICE_HOLDS_JOURNAL) from exc
 
 
-def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:
     from agent.delivery.client import BackendClient
     from agent.delivery.identity import IdentityStore
     from agent.delivery.sender import Sender
 
+    out = out or sys.stdout
     journal = open_journal_for_writing(config)
     try:
-        before = journal.stats().pending
+        stats = journal.stats()
+        before = stats.pending
         if before == 0:
             print("journal empty: nothing to deliver", file=out)
             return EXIT_OK
@@ -51,14 +53,20 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
             sender = Sender(journal, client,
                             IdentityStore(config.state_dir, backend_url=config.backend.url), config)
             emptied = sender.drain(args.timeout)
-            left = journal.stats().pending
+            after = journal.stats()
+            left = after.pending
             if emptied:
-                print(f"delivered {before} events; journal empty", file=out)
+                refused = after.dead_letters - stats.dead_letters
+                delivered = before - max(0, refused)
+                text = f"delivered {delivered} event{'s' if delivered != 1 else ''}; journal empty"
+                if refused > 0:
+                    text += f"; {refused} refused by the backend (see basketagent status)"
+                print(text, file=out)
                 return EXIT_OK
             reason = sender.status().blocked or "timeout"
             if reason == "config fault":
                 reason = f"config fault: {sender.status().last_error}"
     finally:
         journal.close()
-    raise OperationalError(f"{left} events still journaled: {reason}",
+    raise OperationalError(f"{left} event{'s' if left != 1 else ''} still journaled: {reason}",
                            fix="see `basketagent status`; the service delivers them when it runs")

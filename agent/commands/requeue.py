@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="event ids from `basketagent status`")
 
 
-def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     if args.all == bool(args.event_ids):
         raise BadInputError("name the dead letters to requeue",
                             fix="give --all or one or more EVENT_IDs, not both")

@@ -127,7 +127,8 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     data = collect(config)
     if args.json:
         print(json.dumps(data, sort_keys=True), file=out)
