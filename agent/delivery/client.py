@@ -311,7 +311,7 @@ class BackendClient:
             return Outcome(BREAKER_OPEN, retry_after_s=self.breaker.open_remaining(),
                            error="circuit breaker open after repeated failures")
         except _Transient as failure:
-            log.info("backend_transient", path=path, status=failure.status, error=failure.error,
+            log.debug("backend_transient", path=path, status=failure.status, error=failure.error,
                      retry_after_s=failure.retry_after_s)
             return Outcome(TRANSIENT, failure.status, failure.retry_after_s, failure.body_start,
                            failure.error)
