@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from structlog.testing import capture_logs
 
-from agent.delivery.breaker import (CLOSED, HALF_OPEN, OPEN, CircuitOpen, MonotonicBreaker,
-                                    MonotonicStorage)
+from agent.delivery.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    CircuitOpen,
+    MonotonicBreaker,
+    MonotonicStorage,
+)
 
 
 class FakeClock:
@@ -34,10 +40,9 @@ def test_opens_after_fail_max_failures_and_then_refuses_without_calling() -> Non
         with pytest.raises(Boom):
             breaker.call(fail)
     assert breaker.state == CLOSED and breaker.fail_count == 2
-    with capture_logs() as logs:
-        # The tripping call re-raises its own error, so the caller classes it as usual.
-        with pytest.raises(Boom):
-            breaker.call(fail)
+    # The tripping call re-raises its own error, so the caller classes it as usual.
+    with capture_logs() as logs, pytest.raises(Boom):
+        breaker.call(fail)
     assert breaker.state == OPEN
     assert any(entry["event"] == "breaker_open" and entry["log_level"] == "warning"
                for entry in logs)
@@ -95,12 +100,12 @@ def test_storage_reports_opened_at_from_monotonic_elapsed_time() -> None:
     clock = FakeClock(50.0)
     storage = MonotonicStorage(clock)
     assert storage.opened_at is None and storage.open_elapsed() is None
-    storage.opened_at = datetime(1999, 1, 1, tzinfo=timezone.utc)  # wall value is ignored
+    storage.opened_at = datetime(1999, 1, 1, tzinfo=UTC)  # wall value is ignored
     clock.now += 12.0
     assert storage.open_elapsed() == 12.0
     opened = storage.opened_at
     assert opened is not None
-    age = (datetime.now(timezone.utc) - opened).total_seconds()
+    age = (datetime.now(UTC) - opened).total_seconds()
     assert 12.0 <= age < 13.0
 
 

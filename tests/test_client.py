@@ -13,9 +13,20 @@ from structlog.testing import capture_logs
 from agent import __version__
 from agent.basket.event import ROUTE_BASKET, ROUTE_PENDING, ProductEvent
 from agent.config import BackendConfig, DeliveryConfig
-from agent.delivery.client import (BREAKER_OPEN, DELIVERED, NOT_PAIRED, REFUSED, TRANSIENT,
-                                   UNKNOWN_DEVICE, BackendClient, Outcome, Registration,
-                                   event_payload, parse_retry_after, redact_url)
+from agent.delivery.client import (
+    BREAKER_OPEN,
+    DELIVERED,
+    NOT_PAIRED,
+    REFUSED,
+    TRANSIENT,
+    UNKNOWN_DEVICE,
+    BackendClient,
+    Outcome,
+    Registration,
+    event_payload,
+    parse_retry_after,
+    redact_url,
+)
 from agent.devserver import ReferenceBackend
 
 WALL_NOW = 1_796_400_000.0  # 2026-12-04T16:00:00Z

@@ -91,8 +91,8 @@ def test_in_process_serves_until_sigterm(tmp_path: Path) -> None:
 def test_port_in_use_is_exit_1_one_line(busy_port: int, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["devserver", "--port", str(busy_port)]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("basketagent")]
-    assert err == [f"basketagent: error: cannot listen on 127.0.0.1:{busy_port}: Address already "
-                   "in use (choose another --port or --host, or stop what uses it)"]
+    assert err == [(f"basketagent: error: cannot listen on 127.0.0.1:{busy_port}: Address "
+                    "already in use (choose another --port or --host, or stop what uses it)")]
 
 
 def test_a_db_that_is_not_sqlite_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +125,7 @@ def test_as_a_real_process_sigint_and_sigterm_stop_it_cleanly() -> None:
             url = line.split("listening on ")[1].split()[0]
             assert requests.get(url + "/health", timeout=5).status_code == 200
             child.send_signal(signum)
-            out, err = child.communicate(timeout=30)
+            _, err = child.communicate(timeout=30)
         finally:
             if child.poll() is None:
                 child.kill()

@@ -99,8 +99,8 @@ def test_backend_down_is_exit_1_with_one_line(tmp_path: Path, backend: Reference
     capsys.readouterr()
     assert register(tmp_path, url) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"basketagent: error: backend at {url} not reachable: connection refused; "
-                   "check backend.url and that the backend is up"]
+    assert err == [(f"basketagent: error: backend at {url} not reachable: connection refused; "
+                    "check backend.url and that the backend is up")]
     assert not (tmp_path / "identity.json").exists()
 
 
@@ -149,10 +149,10 @@ def test_as_a_real_command_backend_down_is_exit_1_without_traceback(
     env = {key: value for key, value in os.environ.items() if not key.startswith("BASKETAGENT_")}
     result = subprocess.run([sys.executable, "-m", "agent", "register", "--state-dir",
                              str(tmp_path), "--backend", url], capture_output=True, text=True,
-                            timeout=60, env=env)
+                            timeout=60, env=env, check=False)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"basketagent: error: backend at {url} not reachable: connection refused; "
-        "check backend.url and that the backend is up"]
+        (f"basketagent: error: backend at {url} not reachable: connection refused; "
+         "check backend.url and that the backend is up")]
     assert result.stdout == ""

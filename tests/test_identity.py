@@ -67,8 +67,8 @@ def test_absent_file_loads_as_none_without_logging(tmp_path: Path) -> None:
     b'{"deviceId": "d", "code": "12", "backendUrl": "http://x:1", "registeredAt": "t"}',
     b'{"deviceId": "", "code": "1234", "backendUrl": "http://x:1", "registeredAt": "t"}',
     b'{"code": "1234", "backendUrl": "http://x:1", "registeredAt": "t"}',
-    b'{"deviceId": "d", "code": "1234", "backendUrl": "http://x:1", "registeredAt": "t",'
-    b' "paired": "yes"}',
+    (b'{"deviceId": "d", "code": "1234", "backendUrl": "http://x:1", "registeredAt": "t",'
+     b' "paired": "yes"}'),
     b"\xff\xfe\x00garbage",
 ])
 def test_damaged_or_empty_file_is_moved_aside_and_logged(tmp_path: Path, content: bytes) -> None:
@@ -135,7 +135,7 @@ def frozen_dir(directory: Path) -> Iterator[None]:
         return
     chattr = shutil.which("chattr")
     if chattr is None or subprocess.run([chattr, "+i", str(directory)],
-                                        capture_output=True).returncode != 0:
+                                        capture_output=True, check=False).returncode != 0:
         pytest.skip("running as root on a file system without chattr +i")
     try:
         yield
@@ -147,9 +147,8 @@ def test_damaged_file_that_cannot_be_moved_is_an_operational_error(tmp_path: Pat
     state = tmp_path / "state"
     state.mkdir()
     (state / IDENTITY_FILE).write_bytes(b"{damaged")
-    with frozen_dir(state):
-        with pytest.raises(OperationalError, match="cannot be moved aside") as info:
-            IdentityStore(state).load()
+    with frozen_dir(state), pytest.raises(OperationalError, match="cannot be moved aside") as info:
+        IdentityStore(state).load()
     assert info.value.fix and "remove the file" in info.value.fix
     assert (state / IDENTITY_FILE).read_bytes() == b"{damaged"
 

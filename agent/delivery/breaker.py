@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pybreaker
 import structlog
@@ -38,7 +38,7 @@ class MonotonicStorage(pybreaker.CircuitMemoryStorage):
         if self._opened_mono is None:
             return None
         elapsed = self._clock() - self._opened_mono
-        return datetime.now(timezone.utc) - timedelta(seconds=elapsed)
+        return datetime.now(UTC) - timedelta(seconds=elapsed)
 
     @opened_at.setter
     def opened_at(self, _wall: datetime) -> None:

@@ -29,8 +29,8 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timezone
-from typing import Any
+from datetime import UTC
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -143,7 +143,7 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         return max(0.0, when.timestamp() - now_wall)
     if not math.isfinite(seconds) or seconds < 0:
         return None
@@ -277,7 +277,7 @@ class BackendClient:
         if self._owns_session:
             self.session.close()
 
-    def __enter__(self) -> "BackendClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

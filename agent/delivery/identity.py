@@ -45,10 +45,10 @@ class Identity:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "Identity":
+    def from_json(cls, data: Any) -> Identity:
         """Parse the stored form; raise ValueError naming what is wrong."""
         if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+            raise ValueError("not a JSON object")  # noqa: TRY004 - "damaged", like bad JSON
         for key in ("deviceId", "code", "backendUrl", "registeredAt"):
             if not isinstance(data.get(key), str) or not data[key]:
                 raise ValueError(f"{key} missing or not a non-empty string")
@@ -56,7 +56,7 @@ class Identity:
             raise ValueError("code is not 4 digits")
         paired = data.get("paired", False)
         if not isinstance(paired, bool):
-            raise ValueError("paired is not true/false")
+            raise ValueError("paired is not true/false")  # noqa: TRY004
         return cls(
             device_id=data["deviceId"],
             code=data["code"],
@@ -65,7 +65,7 @@ class Identity:
             paired=paired,
         )
 
-    def with_paired(self, paired: bool = True) -> "Identity":
+    def with_paired(self, paired: bool = True) -> Identity:
         return dataclasses.replace(self, paired=paired)
 
 

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import structlog
@@ -50,7 +50,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], backend: "ReferenceBackend") -> None:
+    def __init__(self, address: tuple[str, int], backend: ReferenceBackend) -> None:
         self.backend = backend
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -74,7 +74,7 @@ class _Server(ThreadingHTTPServer):
         if isinstance(exc, (ConnectionError, TimeoutError)):
             log.debug("devserver_client_gone", client=client_address[0], error=str(exc))
             return
-        log.error("devserver_handler_failed", client=client_address[0], exc_info=True)
+        log.error("devserver_handler_failed", client=client_address[0], exc_info=exc)
 
     def cut_connections(self) -> None:
         with self._open_lock:
@@ -105,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("devserver_http", line=format % args)
 
     def _dispatch(self, method: str) -> None:
@@ -195,7 +195,7 @@ class ReferenceBackend:
         self._accepted_before = 0
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self) -> "ReferenceBackend":
+    def start(self) -> Self:
         if self._server is not None:
             return self
         self._stopping.clear()
@@ -225,7 +225,7 @@ class ReferenceBackend:
         self.stop()
         self.store.close()
 
-    def __enter__(self) -> "ReferenceBackend":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -268,7 +268,7 @@ class ReferenceBackend:
 
     # -- test hooks ----------------------------------------------------------------------
     def inject(self, path_prefix: str, status: int = 503, times: int = 1, *,
-               retry_after: str | int | float | None = None, body: str | bytes | None = None,
+               retry_after: str | float | None = None, body: str | bytes | None = None,
                delay_s: float = 0.0, raw: bytes | None = None, passthrough: bool = False) -> None:
         """Queue ``times`` canned answers for requests whose path starts with ``path_prefix``.
 
