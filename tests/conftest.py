@@ -12,3 +12,11 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _logging_configured_first() -> None:
+    """As in the CLI, logging is set up before any part can log (records go to stderr)."""
+    from agent.logs import configure_logging
+
+    configure_logging("info", "plain")

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from agent.basket.event import ProductEvent
 from agent.commands.common import non_negative_float, positive_float, positive_int
 from agent.config import Config, build_config
-from agent.errors import EXIT_OK, EXIT_OPERATIONAL
+from agent.errors import EXIT_OK, OperationalError
 
 HELP = "show the agent end to end: bundled model, synthetic frames, in-process reference backend"
 
@@ -141,9 +141,9 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
           f"pending items; journal {'empty' if summary.delivered_all else 'still holds '}"
           f"{'' if summary.delivered_all else summary.journal_pending}", file=out, flush=True)
     if summary.events == 0:
-        print("demo failed: no product events were detected", file=sys.stderr)
-        return EXIT_OPERATIONAL
+        raise OperationalError("demo: the model detected no products",
+                               fix="check models/ holds the trained demo model (models/README.md)")
     if not summary.delivered_all:
-        print(f"demo failed: {summary.journal_pending} events were not delivered", file=sys.stderr)
-        return EXIT_OPERATIONAL
+        raise OperationalError(f"demo: {summary.journal_pending} events were not delivered",
+                               fix="see the log lines above for the backend's answers")
     return EXIT_OK

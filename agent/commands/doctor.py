@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from agent.config import Config, config_path
@@ -153,19 +152,24 @@ def check_clock() -> Check:
                  "(check network time: timedatectl timesync-status)")
 
 
-def run_checks(args: argparse.Namespace, config: Config) -> list[Check]:
-    probes: list[Callable[[], Check]] = [
-        lambda: check_config(args, os.environ),
-        lambda: check_state_dir(config),
-        lambda: check_journal(config),
-        lambda: check_model(config),
-        lambda: check_accelerator(config),
-        lambda: check_camera(config),
-        lambda: check_backend(config),
-        lambda: check_identity(config),
-        check_clock,
+def run_checks(args: argparse.Namespace, config: Config) -> Iterator[Check]:
+    """Each check in turn; one that raises is reported as broken, and the rest still run."""
+    probes: list[tuple[str, Callable[[], Check]]] = [
+        ("config", lambda: check_config(args, os.environ)),
+        ("state dir", lambda: check_state_dir(config)),
+        ("journal", lambda: check_journal(config)),
+        ("model", lambda: check_model(config)),
+        ("edge tpu", lambda: check_accelerator(config)),
+        ("camera", lambda: check_camera(config)),
+        ("backend", lambda: check_backend(config)),
+        ("pairing", lambda: check_identity(config)),
+        ("clock", check_clock),
     ]
-    return [probe() for probe in probes]
+    for name, probe in probes:
+        try:
+            yield probe()
+        except AgentError as exc:
+            yield _failed(name, exc)
 
 
 def worst_exit_code(checks: list[Check]) -> int:
@@ -178,9 +182,10 @@ def worst_exit_code(checks: list[Check]) -> int:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    checks = run_checks(args, config)
-    for check in checks:
-        print(check.line(), file=sys.stdout)
+    checks = []
+    for check in run_checks(args, config):
+        print(check.line(), flush=True)
+        checks.append(check)
     code = worst_exit_code(checks)
     broken = sum(check.status == FAIL for check in checks)
     print(f"{broken} broken, {sum(c.status == WARN for c in checks)} warnings" if broken
