@@ -424,8 +424,11 @@ do_uninstall() {
         check_root
         local unit
         for unit in basketagent.service basketagent-firstboot.service; do
-            if systemctl -q is-enabled "$unit" 2>/dev/null || systemctl -q is-active "$unit" 2>/dev/null; then
-                run systemctl disable --now "$unit"
+            if systemd_running && systemctl -q is-active "$unit" 2>/dev/null; then
+                run systemctl stop "$unit"
+            fi
+            if systemctl -q is-enabled "$unit" 2>/dev/null; then
+                run systemctl disable "$unit"
             fi
         done
     fi
