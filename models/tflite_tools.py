@@ -107,6 +107,11 @@ def export_saved_model(
     """Write ``serve`` as the "serve" endpoint of a saved model, with the model's variables."""
     import keras
 
+    if not isinstance(model, keras.Model):
+        # A plain tf.Module with tf.Variables saves (and freezes) the ordinary way.
+        concrete = tf.function(serve).get_concrete_function(input_spec)
+        tf.saved_model.save(model, str(directory), signatures={"serve": concrete})
+        return
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serve", fn=serve, input_signature=[input_spec])
