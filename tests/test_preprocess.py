@@ -11,6 +11,7 @@ from agent.detect.preprocess import (
     Placement,
     as_rgb,
     fit,
+    input_table,
     quantized_range,
     to_input,
 )
@@ -85,7 +86,7 @@ def test_int8_unit_range_from_calibration_is_snapped():
     spec = InputSpec(0, 1, 1, np.dtype(np.int8), scale=0.992 / 255, zero_point=-129)
     assert quantized_range(spec) == (0.0, 1.0)
     out = to_input(PIXELS, spec, (-1.0, 1.0))
-    expected = np.clip(np.rint(np.array([0, 128, 255]) / 255 / spec.scale - 129), -128, 127)
+    expected = np.clip(np.floor(np.array([0, 128, 255]) / 255 / spec.scale - 129 + 0.5), -128, 127)
     assert out[0, 0, 0].tolist() == expected.astype(int).tolist()
 
 
@@ -94,3 +95,22 @@ def test_quantized_without_parameters():
     i8 = InputSpec(0, 1, 1, np.dtype(np.int8))
     assert to_input(PIXELS, u8, (0.0, 1.0)).tolist() == [[[[0, 128, 255]]]]
     assert to_input(PIXELS, i8, (0.0, 1.0)).tolist() == [[[[-128, 0, 127]]]]
+
+
+@pytest.mark.parametrize("spec,float_range", [
+    (InputSpec(0, 1, 1, np.dtype(np.uint8), scale=1 / 127.5, zero_point=127), (-1.0, 1.0)),
+    (InputSpec(0, 1, 1, np.dtype(np.int8), scale=1 / 255, zero_point=-128), (0.0, 1.0)),
+    (InputSpec(0, 1, 1, np.dtype(np.float32)), (-1.0, 1.0)),
+])
+def test_input_table_matches_to_input(spec, float_range):
+    table = input_table(spec, float_range)
+    assert table.shape == (256,) and table.dtype == spec.dtype
+    image = np.random.default_rng(5).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.take(table, image)[None], to_input(image, spec, float_range))
+
+
+def test_half_step_zero_point_keeps_pixels_apart():
+    # The demo model's input: uint8, scale 1/127.5, zero point 127 ([-1, 1] calibrated).
+    spec = InputSpec(0, 1, 1, np.dtype(np.uint8), scale=1 / 127.5, zero_point=127)
+    table = input_table(spec, (-1.0, 1.0))
+    assert table.tolist() == list(range(256))

@@ -16,7 +16,7 @@ from agent.config import ModelConfig
 from agent.detect.decoders import Decoder, OutputSpec, choose_decoder, describe
 from agent.detect.labels import load_labels
 from agent.detect.model_file import ModelFile, read_model_file
-from agent.detect.preprocess import InputSpec, as_rgb, fit, to_input
+from agent.detect.preprocess import InputSpec, as_rgb, fit, input_table
 from agent.detect.runtime import (
     DelegateLoader,
     Importer,
@@ -58,6 +58,9 @@ class TfliteDetector:
                 fix="use the label file that was exported with the model (one label per class)")
         decoder.input_size = (self.input.width, self.input.height)
         self.decoder: Decoder = decoder
+        self._table = input_table(self.input, decoder.float_range)
+        # Most uint8 models take pixels as they are: then no lookup at all.
+        self._identity = bool(np.array_equal(self._table, np.arange(256)))
         self._output_indices = [d["index"] for d in interpreter.get_output_details()]
         self.info = DetectorInfo(model_path=str(model.path), device=device,
                                  input_size=(self.input.width, self.input.height),
@@ -66,7 +69,9 @@ class TfliteDetector:
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
         pixels, placement = fit(as_rgb(image), self.input.width, self.input.height,
                                 self.decoder.resize)
-        return to_input(pixels, self.input, self.decoder.float_range), placement
+        if self._identity:
+            return pixels[None], placement
+        return np.take(self._table, pixels)[None], placement
 
     def invoke(self, tensor: np.ndarray) -> list[np.ndarray]:
         try:

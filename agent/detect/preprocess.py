@@ -97,5 +97,13 @@ def to_input(pixels: np.ndarray, spec: InputSpec, float_range: tuple[float, floa
     low, high = quantized_range(spec)
     real = batch.astype(np.float32) * ((high - low) / 255.0) + low
     info = np.iinfo(spec.dtype)
-    quant = np.rint(real / spec.scale + spec.zero_point)
+    # Round half up: a zero point of 127 with scale 1/127.5 puts every pixel on a half
+    # step, and round-half-even would map neighbouring pixels to the same level.
+    quant = np.floor(real / spec.scale + spec.zero_point + 0.5)
     return np.clip(quant, info.min, info.max).astype(spec.dtype)
+
+
+def input_table(spec: InputSpec, float_range: tuple[float, float]) -> np.ndarray:
+    """to_input for every pixel value, so a frame converts with one table lookup."""
+    values = np.arange(256, dtype=np.uint8).reshape(1, 256, 1)
+    return to_input(values, spec, float_range).reshape(256)
