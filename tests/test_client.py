@@ -16,6 +16,7 @@ from agent.config import BackendConfig, DeliveryConfig
 from agent.delivery.client import (
     BREAKER_OPEN,
     DELIVERED,
+    MAX_BODY_BYTES,
     NOT_PAIRED,
     REFUSED,
     TRANSIENT,
@@ -260,6 +261,24 @@ def test_redirect_is_not_followed_and_stays_transient(backend: ReferenceBackend,
     assert outcome.kind is TRANSIENT and outcome.status == 302
     assert "check backend.url" in outcome.error
     assert [call.path for call in backend.calls] == ["/api/basket"]
+
+
+def test_oversized_answers_are_read_only_up_to_the_cap(backend: ReferenceBackend,
+                                                      client: BackendClient) -> None:
+    device = registered(client).device_id
+    assert device is not None
+    huge = "y" * (MAX_BODY_BYTES * 4)
+    backend.inject("/api/basket", 201, body=huge)
+    assert client.send(ROUTE_BASKET, item(device), "e1").kind is DELIVERED
+    backend.inject("/api/basket", 409, body=huge)
+    refused = client.send(ROUTE_BASKET, item(device), "e2")
+    assert refused.kind is REFUSED and refused.body_start == "y" * 200
+    # A register answer cut at the cap is no longer JSON: transient.
+    backend.inject("/api/devices/register", 201,
+                   body='{"deviceId": "d", "code": "1234", "pad": "' + huge + '"}')
+    assert client.register().outcome.kind is TRANSIENT
+    # The client carries on with a fresh connection.
+    assert client.send(ROUTE_BASKET, item(device, "e3"), "e3").kind is DELIVERED
 
 
 def test_unknown_route_is_a_programming_error(client: BackendClient) -> None:

@@ -14,6 +14,10 @@ Redirects are not followed: requests would turn a redirected POST into a GET,
 and a 200 to that GET would look like a delivery. A 3xx is kept as transient
 and its Location named, so the event stays journaled until the URL is fixed.
 
+Each call is bounded: connect and read timeouts from ``backend``, and the
+body is read only up to MAX_BODY_BYTES and until connect + read timeout has
+passed since the call began (then at most one more read timeout).
+
 Nothing here raises for an answer: the caller (the sender) decides from the
 ``Outcome``. The request body and headers are never logged.
 """
@@ -23,11 +27,12 @@ from __future__ import annotations
 import email.utils
 import enum
 import http.client
+import json
 import math
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Self
@@ -45,6 +50,8 @@ from agent.delivery.identity import Identity
 log = structlog.get_logger(__name__)
 
 BODY_START_CHARS = 200
+# Answers are small JSON documents; more than this is not read (and a 2xx still counts).
+MAX_BODY_BYTES = 64 * 1024
 _CODE = re.compile(r"^[0-9]{4}$")
 _UNKNOWN_DEVICE = frozenset({401, 403, 404, 410})
 
@@ -199,8 +206,33 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:BODY_START_CHARS]}"
 
 
-def _body_start(response: requests.Response) -> str:
-    return response.content[:BODY_START_CHARS * 4].decode("utf-8", "replace")[:BODY_START_CHARS]
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer with at most MAX_BODY_BYTES of its body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def body_start(self) -> str:
+        return self.body[:BODY_START_CHARS * 4].decode("utf-8", "replace")[:BODY_START_CHARS]
+
+
+def _read_answer(response: requests.Response, deadline: float) -> _Answer:
+    """Read the body up to a size cap and a deadline, so neither a huge nor a trickling body
+    holds the caller; a fully read answer hands its connection back for keep-alive."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(chunk_size=8192):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_BODY_BYTES or time.monotonic() > deadline:
+                break
+    finally:
+        response.close()
+    return _Answer(response.status_code, response.headers, b"".join(chunks)[:MAX_BODY_BYTES])
 
 
 class BackendClient:
@@ -239,15 +271,15 @@ class BackendClient:
     def register(self, agent_version: str = __version__) -> Registration:
         found: dict[str, str] = {}
 
-        def check(response: requests.Response) -> None:
+        def check(answer: _Answer) -> None:
             try:
-                data = response.json()
-            except ValueError:
+                data = json.loads(answer.body.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
                 data = None
             if (not isinstance(data, dict) or not isinstance(data.get("deviceId"), str)
                     or not data["deviceId"] or not isinstance(data.get("code"), str)
                     or not _CODE.match(data["code"])):
-                raise _Transient(response.status_code, None, _body_start(response),
+                raise _Transient(answer.status, None, answer.body_start,
                                  "register answer lacks a deviceId and a 4-digit code")
             found["device_id"] = data["deviceId"]
             found["code"] = data["code"]
@@ -265,13 +297,11 @@ class BackendClient:
     def health(self) -> bool:
         """One GET of the health path, outside the breaker (a probe, not traffic)."""
         try:
-            response = self.session.get(self.base_url + self.config.health_path,
-                                        headers=self._headers, timeout=self._timeout,
-                                        allow_redirects=False)
+            answer = self._exchange("GET", self.base_url + self.config.health_path, None, {})
         except requests.RequestException as exc:
             log.info("backend_health", ok=False, error=_describe(exc))
             return False
-        return 200 <= response.status_code < 300
+        return 200 <= answer.status < 300
 
     def close(self) -> None:
         if self._owns_session:
@@ -283,30 +313,39 @@ class BackendClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _exchange(self, method: str, url: str, body: dict[str, Any] | None,
+                  headers: dict[str, str]) -> _Answer:
+        """One request; raises requests.RequestException when no whole answer came."""
+        # The network deadline is real time whatever clock the breaker runs on.
+        deadline = time.monotonic() + self._timeout[0] + self._timeout[1]
+        response = self.session.request(method, url, json=body,
+                                        headers={**self._headers, **headers},
+                                        timeout=self._timeout, allow_redirects=False, stream=True)
+        return _read_answer(response, deadline)
+
     def _call(self, path: str, body: dict[str, Any], headers: dict[str, str],
-              check: Callable[[requests.Response], None] | None, *, route: str | None) -> Outcome:
+              check: Callable[[_Answer], None] | None, *, route: str | None) -> Outcome:
         url = self.base_url + path
 
-        def attempt() -> requests.Response:
+        def attempt() -> _Answer:
             try:
-                response = self.session.post(url, json=body, headers={**self._headers, **headers},
-                                             timeout=self._timeout, allow_redirects=False)
+                answer = self._exchange("POST", url, body, headers)
             except requests.RequestException as exc:
                 raise _Transient(None, None, "", _describe(exc)) from exc
-            status = response.status_code
+            status = answer.status
             if status in (408, 429) or status >= 500 or 300 <= status < 400 or status < 200:
                 error = f"HTTP {status}"
                 if 300 <= status < 400:
-                    error += (f" redirect to {response.headers.get('Location', '?')}: "
+                    error += (f" redirect to {answer.headers.get('Location', '?')}: "
                               "check backend.url")
-                retry = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
-                raise _Transient(status, retry, _body_start(response), error)
+                retry = parse_retry_after(answer.headers.get("Retry-After"), self._wall_clock())
+                raise _Transient(status, retry, answer.body_start, error)
             if 200 <= status < 300 and check is not None:
-                check(response)
-            return response
+                check(answer)
+            return answer
 
         try:
-            response = self.breaker.call(attempt)
+            answer = self.breaker.call(attempt)
         except CircuitOpen:
             return Outcome(BREAKER_OPEN, retry_after_s=self.breaker.open_remaining(),
                            error="circuit breaker open after repeated failures")
@@ -315,15 +354,15 @@ class BackendClient:
                      retry_after_s=failure.retry_after_s)
             return Outcome(TRANSIENT, failure.status, failure.retry_after_s, failure.body_start,
                            failure.error)
-        assert isinstance(response, requests.Response)
-        return self._classify(response, route)
+        assert isinstance(answer, _Answer)
+        return self._classify(answer, route)
 
-    def _classify(self, response: requests.Response, route: str | None) -> Outcome:
-        status = response.status_code
+    def _classify(self, answer: _Answer, route: str | None) -> Outcome:
+        status = answer.status
         if 200 <= status < 300:
             return Outcome(DELIVERED, status)
-        body = _body_start(response)
-        retry = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
+        body = answer.body_start
+        retry = parse_retry_after(answer.headers.get("Retry-After"), self._wall_clock())
         if route == ROUTE_PENDING and status == 400:
             return Outcome(NOT_PAIRED, status, retry, body, "device not paired yet")
         if route is not None and status in _UNKNOWN_DEVICE:
