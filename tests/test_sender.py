@@ -472,3 +472,23 @@ def test_stop_returns_promptly_while_the_backend_hangs(backend: ReferenceBackend
         backend.stop()  # cuts the hanging answer short
         client.close()
         journal.close()
+
+
+def test_the_thread_survives_a_failing_round_and_an_unwritable_status_file(
+        backend: ReferenceBackend, tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state", backend.url, backoff_initial_s=0.02)
+    journal = Journal.open(config.state_dir, config.journal)
+    client = BackendClient(config.backend, config.delivery)
+    sender = Sender(journal, client, IdentityStore(config.state_dir), config,
+                    live_status=tmp_path / "no-such-dir" / "status.json")
+    journal.close()  # every round now fails on the journal
+    try:
+        with capture_logs() as logs:
+            sender.start()
+            assert wait_until(lambda: sum("delivery round failed" in entry["event"]
+                                          for entry in list(logs)) >= 3)
+            assert any("cannot write the delivery status file" in entry["event"]
+                       for entry in list(logs))
+    finally:
+        sender.stop(2.0)
+        client.close()

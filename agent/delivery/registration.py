@@ -21,6 +21,7 @@ from agent.config import Config
 from agent.delivery.backoff import Attempt, Backoff
 from agent.clock import utc_iso
 from agent.delivery.client import REFUSED
+from agent.errors import OperationalError
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +108,7 @@ class Registrar:
         self.registrations += 1
         self._attempt = Attempt()
         self.last_error = ""
-        self._store.save(result)
+        self._save()
         self._announce(now)
         return True
 
@@ -115,12 +116,20 @@ class Registrar:
         if self.identity is None or bool(self.identity.paired) == paired:
             return
         self.identity = self.identity.with_paired(paired)
-        self._store.save(self.identity)
+        self._save()
         if paired:
             log.info("device paired", device_id=self.identity.device_id)
         else:
             log.warning("backend says this device is not paired any more",
                         device_id=self.identity.device_id, code=self.identity.code)
+
+    def _save(self) -> None:
+        """Persist the identity; a full or read-only disk must not stop delivery."""
+        try:
+            self._store.save(self.identity)
+        except OperationalError as exc:
+            log.error("identity not saved; delivering with it anyway (a restart registers again)",
+                      error=str(exc), device_id=self.identity.device_id)
 
     def remind(self, now: float) -> None:
         """Log the pairing code at WARNING every few minutes until the device is paired."""

@@ -42,11 +42,14 @@ from agent.delivery.backoff import Attempt, Backoff
 from agent.delivery.client import Outcome, OutcomeKind, event_payload
 from agent.delivery.live_status import live_status_path, write_live_status
 from agent.delivery.registration import Registrar
-from agent.errors import BackendConfigFault, JournalError
+from agent.errors import AgentError, BackendConfigFault
 
 log = structlog.get_logger(__name__)
 
 BATCH = 100
+# Retry state is dropped with its event's ack or dead letter; events that leave the
+# journal otherwise (expired, overflowed) are swept out once this many are held.
+ATTEMPTS_PRUNE_AT = 1000
 # With nothing due the thread still wakes this often (a missed wake() costs at most this).
 IDLE_S = 30.0
 JOIN_SLACK_S = 0.1
@@ -137,9 +140,12 @@ class Sender:
             try:
                 with self._step_lock:
                     next_due = self.step(self._clock())
-            except JournalError as exc:
-                log.error("journal error while delivering; will retry", error=str(exc))
+            except AgentError as exc:
+                log.error("delivery round failed; will retry", error=str(exc))
                 next_due = self._clock() + self._config.delivery.backoff_initial_s
+            except Exception:  # a bug must not end delivery for the life of the service
+                log.exception("delivery round failed unexpectedly; will retry")
+                next_due = self._clock() + self._config.delivery.backoff_max_s
             self._publish(running=True)
             delay = min(max(0.0, next_due - self._clock()), IDLE_S)
             if delay > 0 and not self._stop.is_set():
@@ -205,6 +211,8 @@ class Sender:
     def _send_route(self, route: str, now: float) -> float:
         if route in self._faults:
             return float("inf")
+        if len(self._attempts) > ATTEMPTS_PRUNE_AT:
+            self._prune_attempts()
         entries = self._journal.pending(route, limit=BATCH)
         if not entries:
             if route == ROUTE_PENDING:
@@ -227,6 +235,13 @@ class Sender:
             if blocked_until is not None:
                 return blocked_until
         return now if len(entries) == BATCH else float("inf")
+
+    def _prune_attempts(self) -> None:
+        """Forget the retry state of events no longer pending (expired, overflowed, dead)."""
+        limit = len(self._attempts) + BATCH  # retry state is only ever held near a route's head
+        pending = {entry.event.event_id for route in ROUTES
+                   for entry in self._journal.pending(route, limit=limit)}
+        self._attempts = {key: value for key, value in self._attempts.items() if key in pending}
 
     def _handle(self, route: str, event: ProductEvent, outcome: Outcome,
                 now: float) -> float | None:

@@ -1,0 +1,128 @@
+"""Registrar: background registration with backoff, stored identity reuse, pairing state, disk faults."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from agent.config import Config
+from agent.delivery.backoff import Backoff
+from agent.delivery.client import BackendClient
+from agent.delivery.identity import IdentityStore
+from agent.delivery.registration import Registrar
+from agent.devserver import ReferenceBackend
+from sender_support import SteppedClock, free_port, make_config
+
+
+@pytest.fixture
+def backend(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with ReferenceBackend(db_path=tmp_path / "backend.sqlite3") as server:
+        yield server
+
+
+def registrar(config: Config, store: IdentityStore) -> tuple[Registrar, BackendClient]:
+    client = BackendClient(config.backend, config.delivery, clock=SteppedClock())
+    return Registrar(client, store, config, rng=random.Random(2)), client
+
+
+def test_registers_saves_and_logs_the_code(tmp_path: Path, backend: ReferenceBackend) -> None:
+    config = make_config(tmp_path / "state", backend.url)
+    store = IdentityStore(config.state_dir)
+    reg, client = registrar(config, store)
+    with client, capture_logs() as logs:
+        assert not reg.registered
+        assert reg.ensure(0.0) and reg.registrations == 1
+    saved = store.load()
+    assert saved == reg.identity and saved.backend_url == backend.url and not saved.paired
+    assert any(entry["log_level"] == "warning" and entry.get("code") == saved.code
+               for entry in logs)
+    assert reg.next_due() == pytest.approx(300.0)  # the next reminder
+
+
+def test_a_stored_identity_is_reused(tmp_path: Path, backend: ReferenceBackend) -> None:
+    config = make_config(tmp_path / "state", backend.url)
+    store = IdentityStore(config.state_dir)
+    first, client = registrar(config, store)
+    with client:
+        first.ensure(0.0)
+    second, client = registrar(config, store)
+    with client:
+        assert second.identity == first.identity and second.ensure(0.0)
+        assert second.registrations == 0
+    assert sum(call.path == "/api/devices/register" for call in backend.calls) == 1
+
+
+def test_backend_down_backs_off_and_says_why(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state", f"http://127.0.0.1:{free_port()}",
+                         backoff_initial_s=2.0, register_backoff_max_s=10.0,
+                         breaker_fail_max=1000)
+    reg, client = registrar(config, IdentityStore(config.state_dir))
+    shape = Backoff(2.0, 10.0)
+    now = 0.0
+    with client:
+        for failures in range(1, 8):
+            assert reg.ensure(now) is False
+            due = reg.next_register_at
+            assert now <= due <= now + shape.ceiling(failures)
+            if due > now:
+                assert reg.ensure(now) is False and reg.next_register_at == due  # not yet due
+            now = due
+    assert "connection refused" in reg.last_error
+    assert reg.identity is None
+
+
+def test_a_refused_registration_is_logged_at_error_with_the_path(
+        tmp_path: Path, backend: ReferenceBackend) -> None:
+    config = make_config(tmp_path / "state", backend.url,
+                         backend={"register_path": "/api/devices/enrol"})
+    reg, client = registrar(config, IdentityStore(config.state_dir))
+    with client, capture_logs() as logs:
+        assert reg.ensure(0.0) is False
+    [entry] = [entry for entry in logs if entry["log_level"] == "error"]
+    assert entry["path"] == "/api/devices/enrol" and entry["status"] == 404
+    assert reg.next_register_at > 0.0
+
+
+def test_an_unwritable_state_dir_does_not_stop_registration(
+        tmp_path: Path, backend: ReferenceBackend) -> None:
+    # /proc/self cannot take new files, not even for root (tests may run as root).
+    unwritable = Path("/proc/self")
+    config = make_config(tmp_path / "state", backend.url)
+    reg, client = registrar(config, IdentityStore(unwritable))
+    with client, capture_logs() as logs:
+        assert reg.ensure(0.0) is True
+        reg.set_paired(True)
+    assert reg.paired
+    errors = [entry for entry in logs if entry["log_level"] == "error"]
+    assert len(errors) == 2 and all("identity not saved" in entry["event"] for entry in errors)
+
+
+def test_paired_state_is_persisted_both_ways(tmp_path: Path, backend: ReferenceBackend) -> None:
+    config = make_config(tmp_path / "state", backend.url)
+    store = IdentityStore(config.state_dir)
+    reg, client = registrar(config, store)
+    with client:
+        reg.ensure(0.0)
+    reg.set_paired(True)
+    assert store.load().paired is True and reg.next_due() == float("inf")
+    with capture_logs() as logs:
+        reg.set_paired(False)
+    assert store.load().paired is False
+    assert any(entry["log_level"] == "warning" and entry.get("code") == reg.identity.code
+               for entry in logs)
+
+
+def test_forget_drops_the_identity_and_registers_at_once(
+        tmp_path: Path, backend: ReferenceBackend) -> None:
+    config = make_config(tmp_path / "state", backend.url)
+    reg, client = registrar(config, IdentityStore(config.state_dir))
+    with client:
+        reg.ensure(0.0)
+        old = reg.identity
+        reg.forget(50.0)
+        assert reg.identity is None and reg.next_due() == 50.0
+        assert reg.ensure(50.0) and reg.identity.device_id != old.device_id
+        assert reg.registrations == 2
