@@ -62,7 +62,7 @@ parse_args() {
             -h | --help) usage; exit 0 ;;
             -n | --dry-run) DRY_RUN=1 ;;
             --destdir)
-                (($# >= 2)) || bad_args "--destdir needs a directory"
+                if (($# < 2)) || [[ $2 == -* ]]; then bad_args "--destdir needs a directory"; fi
                 DEST=$2 DEST_SET=1
                 shift ;;
             --destdir=*) DEST=${1#--destdir=} DEST_SET=1 ;;
@@ -82,8 +82,8 @@ parse_args() {
     if ((DEST_SET)); then
         [ -n "$DEST" ] || bad_args "--destdir needs a directory"
         [ "$MODE" != dev ] || bad_args "--dev and --destdir do not go together"
-        [ "$DEST" = / ] && bad_args "--destdir / is the live system: leave --destdir out"
         DEST=$(realpath -m -- "$DEST")
+        [ "$DEST" != / ] || bad_args "--destdir / is the live system: leave --destdir out"
     fi
     ((PURGE == 0 || UNINSTALL)) || bad_args "--purge only goes with --uninstall"
     ((WANT_VENV == 0 || DEST_SET)) || bad_args "--venv only goes with --destdir"
@@ -170,6 +170,9 @@ install_files() {
     install_file "$SRC/deploy/agent.toml.example" "$DEST/etc/basketagent/agent.toml.example" 644 "" config
     if [ -e "$DEST/etc/basketagent/agent.toml" ]; then
         say "keeping $DEST/etc/basketagent/agent.toml"
+        if [ "$(($(stat -c '0%a' -- "$DEST/etc/basketagent/agent.toml") & 8#007))" != 0 ]; then
+            say "warning: $DEST/etc/basketagent/agent.toml is readable by every user: chmod 640 it"
+        fi
     else
         install_file "$SRC/deploy/agent.toml.example" "$DEST/etc/basketagent/agent.toml" 640 \
             "$owner_conf" config

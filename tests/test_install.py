@@ -129,6 +129,16 @@ def test_existing_config_is_never_overwritten(tmp_path: Path) -> None:
         REPO / "deploy/agent.toml.example").read_bytes()
 
 
+def test_a_world_readable_config_is_kept_with_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    ok(install("--destdir", str(root)))
+    config = root / "etc/basketagent/agent.toml"
+    config.chmod(0o644)
+    result = ok(install("--destdir", str(root)))
+    assert "readable by every user" in result.stdout
+    assert stat.S_IMODE(config.stat().st_mode) == 0o644
+
+
 def test_a_changed_or_damaged_file_is_put_back(tmp_path: Path) -> None:
     root = tmp_path / "root"
     ok(install("--destdir", str(root)))
@@ -226,6 +236,8 @@ def test_reinstall_after_uninstall_keeps_the_config(tmp_path: Path) -> None:
     ["--dev", "--uninstall"],
     ["--dev", "--destdir", "x"],
     ["--destdir", "/"],
+    ["--destdir", "//"],
+    ["--destdir", "--dry-run"],
     ["--", "extra"],
 ], ids=" ".join)
 def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str]) -> None:
