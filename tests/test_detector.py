@@ -257,3 +257,17 @@ def test_probe_accelerator(fake_lib, tmp_path):
     assert not ok and detail.startswith("no Edge TPU found matching 'pci:1'")
     ok, detail = probe_accelerator(ModelConfig(edgetpu_device="bogus"), fake_tpu(fake_lib))
     assert not ok and "not a device selector" in detail
+
+
+def test_ssd_label_count_checked_against_the_postprocess_op(tmp_path):
+    from agent import paths
+
+    bundled = paths.bundled_models_dir() / paths.DEMO_MODEL
+    if not bundled.exists():
+        pytest.skip("no bundled model")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("apple\nbanana\n", encoding="utf-8")
+    classes = len((paths.bundled_models_dir() / paths.DEMO_LABELS).read_text().split())
+    with pytest.raises(ModelError, match=f"has 2 labels but model .* has {classes} classes") as caught:
+        open_detector(ModelConfig(device="cpu", labels=str(labels)))
+    assert caught.value.exit_code == EXIT_BAD_INPUT

@@ -67,3 +67,21 @@ def test_garbage_offsets_after_identifier(tmp_path):
     path.write_bytes(bytes(body))
     with pytest.raises(ModelError, match="truncated or damaged"):
         read_model_file(path)
+
+
+def test_postprocess_classes_of_the_bundled_model():
+    from agent import paths
+
+    path = paths.bundled_models_dir() / paths.DEMO_MODEL
+    if not path.exists():
+        pytest.skip("no bundled model")
+    info = read_model_file(path)
+    assert "TFLite_Detection_PostProcess" in info.custom_ops and not info.edgetpu_compiled
+    labels = (paths.bundled_models_dir() / paths.DEMO_LABELS).read_text().split()
+    assert info.postprocess_classes == len(labels)
+
+
+def test_no_postprocess_op_means_no_class_count(tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(build(ModelSpec(outputs=SSD)))
+    assert read_model_file(path).postprocess_classes is None

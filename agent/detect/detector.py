@@ -51,6 +51,8 @@ class TfliteDetector:
         if decoder is None:
             raise ModelError(f"model {model.path} is not a detector this agent reads "
                              f"(outputs: {describe(outputs)})", fix="use " + _FAMILIES)
+        if decoder.num_classes is None and decoder.layout.startswith("ssd"):
+            decoder.num_classes = model.postprocess_classes
         if decoder.num_classes is not None and decoder.num_classes != len(labels):
             raise ModelError(
                 f"label file {labels_path} has {len(labels)} labels but model {model.path} "

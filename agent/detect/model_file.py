@@ -15,12 +15,17 @@ from pathlib import Path
 from agent.errors import ModelError
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 _IDENTIFIER = b"TFL3"
 # Model table fields (schema.fbs): 0 version, 1 operator_codes, 2 subgraphs.
 _MODEL_OPERATOR_CODES = 1
 _MODEL_SUBGRAPHS = 2
 # OperatorCode table fields: 0 deprecated_builtin_code, 1 custom_code.
 _OPCODE_CUSTOM_CODE = 1
+# SubGraph field 3 operators; Operator fields 0 opcode_index, 5 custom_options.
+_SUBGRAPH_OPERATORS = 3
+_OPERATOR_OPCODE_INDEX = 0
+_OPERATOR_CUSTOM_OPTIONS = 5
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class ModelFile:
     path: Path
     size: int
     custom_ops: tuple[str, ...]
+    # num_classes of the SSD post-process op, when the model has one (it excludes background).
+    postprocess_classes: int | None = None
 
     @property
     def edgetpu_compiled(self) -> bool:
@@ -70,6 +77,13 @@ class _Reader:
             raise IndexError(start)
         return [self.indirect(start + 4 + 4 * i) for i in range(length)]
 
+    def bytes_vector(self, pos: int) -> bytes:
+        start = self.indirect(pos)
+        length = self.u32(start)
+        if start + 4 + length > len(self.data):
+            raise IndexError(start)
+        return self.data[start + 4:start + 4 + length]
+
     def string(self, pos: int) -> str:
         start = self.indirect(pos)
         length = self.u32(start)
@@ -101,12 +115,42 @@ def read_model_file(path: Path) -> ModelFile:
         if subgraphs is None or not reader.vector(subgraphs):
             raise IndexError("no subgraphs")
         custom: list[str] = []
+        postprocess_codes: set[int] = set()
         codes = reader.field(root, _MODEL_OPERATOR_CODES)
-        for table in reader.vector(codes) if codes is not None else []:
+        for number, table in enumerate(reader.vector(codes) if codes is not None else []):
             name = reader.field(table, _OPCODE_CUSTOM_CODE)
             if name is not None:
                 custom.append(reader.string(name))
+                if custom[-1] == POSTPROCESS_OP:
+                    postprocess_codes.add(number)
+        classes = _postprocess_classes(reader, reader.vector(subgraphs)[0], postprocess_codes)
     except (IndexError, struct.error):
         raise ModelError(f"model file {path} is truncated or damaged ({len(data)} bytes)",
                          fix="copy the model again; its size should match the original") from None
-    return ModelFile(path=path, size=len(data), custom_ops=tuple(custom))
+    return ModelFile(path=path, size=len(data), custom_ops=tuple(custom),
+                     postprocess_classes=classes)
+
+
+def _postprocess_classes(reader: _Reader, subgraph: int, codes: set[int]) -> int | None:
+    """num_classes from the post-process op's options (a FlexBuffer map), if readable."""
+    if not codes:
+        return None
+    try:
+        from flatbuffers import flexbuffers  # ships with ai-edge-litert; optional otherwise
+    except ImportError:
+        return None
+    operators = reader.field(subgraph, _SUBGRAPH_OPERATORS)
+    for op in reader.vector(operators) if operators is not None else []:
+        index = reader.field(op, _OPERATOR_OPCODE_INDEX)
+        # A field holding its default (0) is left out of the buffer.
+        if (0 if index is None else reader.u32(index)) not in codes:
+            continue
+        options = reader.field(op, _OPERATOR_CUSTOM_OPTIONS)
+        if options is None:
+            return None
+        try:
+            value = flexbuffers.Loads(reader.bytes_vector(options)).get("num_classes")
+        except Exception:  # foreign options format: the check is skipped, not the model
+            return None
+        return int(value) if isinstance(value, (int, float)) else None
+    return None
