@@ -132,4 +132,4 @@ def test_as_a_real_process_sigint_and_sigterm_stop_it_cleanly() -> None:
                 child.wait(10)
         assert child.returncode == 0
         assert "Traceback" not in err
-        assert "devserver_stopped" in err
+        assert "reference backend stopped" in err

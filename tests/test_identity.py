@@ -96,7 +96,7 @@ def test_identity_of_another_backend_is_not_reused(tmp_path: Path) -> None:
     IdentityStore(tmp_path).save(make_identity())
     with capture_logs() as logs:
         assert IdentityStore(tmp_path, backend_url="http://other:3000").load() is None
-    assert [entry["event"] for entry in logs] == ["identity_other_backend"]
+    assert [entry["event"] for entry in logs] == ["stored identity is for another backend; registering again"]
     assert logs[0]["stored_backend"] == URL
     # The file stays: it is replaced when the new registration is saved.
     assert (tmp_path / IDENTITY_FILE).exists()

@@ -8,13 +8,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import structlog
-
 from agent.config import Config
 from agent.devserver import ReferenceBackend
 from agent.errors import ConfigError, OperationalError
-
-log = structlog.get_logger(__name__)
 
 HELP = "run the reference basket backend (for development, demos and tests)"
 
@@ -96,5 +92,4 @@ def run(args: argparse.Namespace, config: Config) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         backend.close()
-    log.info("devserver_exit")
     return 0

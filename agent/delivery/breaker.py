@@ -56,10 +56,10 @@ class _LogTransitions(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state, new_state) -> None:  # type: ignore[no-untyped-def]
         old = old_state.name if old_state is not None else None
         if new_state.name == pybreaker.STATE_OPEN:
-            log.warning("breaker_open", previous=old, failures=cb.fail_counter,
-                        reset_s=cb.reset_timeout)
+            log.warning("circuit breaker open: backend calls paused", previous=old,
+                        failures=cb.fail_counter, reset_s=cb.reset_timeout)
         else:
-            log.info("breaker_state", state=new_state.name, previous=old)
+            log.info("circuit breaker state changed", state=new_state.name, previous=old)
 
 
 class MonotonicBreaker:

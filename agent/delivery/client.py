@@ -299,7 +299,7 @@ class BackendClient:
         try:
             answer = self._exchange("GET", self.base_url + self.config.health_path, None, {})
         except requests.RequestException as exc:
-            log.info("backend_health", ok=False, error=_describe(exc))
+            log.info("backend health probe failed", error=_describe(exc))
             return False
         return 200 <= answer.status < 300
 
@@ -350,8 +350,8 @@ class BackendClient:
             return Outcome(BREAKER_OPEN, retry_after_s=self.breaker.open_remaining(),
                            error="circuit breaker open after repeated failures")
         except _Transient as failure:
-            log.debug("backend_transient", path=path, status=failure.status, error=failure.error,
-                     retry_after_s=failure.retry_after_s)
+            log.debug("backend call failed (transient)", path=path, status=failure.status,
+                      error=failure.error, retry_after_s=failure.retry_after_s)
             return Outcome(TRANSIENT, failure.status, failure.retry_after_s, failure.body_start,
                            failure.error)
         assert isinstance(answer, _Answer)

@@ -100,9 +100,9 @@ class IdentityStore:
             self._move_aside(str(exc) if raw.strip() else "empty file")
             return None
         if self.backend_url is not None and not same_backend(identity.backend_url, self.backend_url):
-            log.warning("identity_other_backend", stored_backend=identity.backend_url,
-                        backend=self.backend_url, device_id=identity.device_id,
-                        action="registering again with this backend")
+            log.warning("stored identity is for another backend; registering again",
+                        stored_backend=identity.backend_url, backend=self.backend_url,
+                        device_id=identity.device_id)
             return None
         return identity
 
@@ -116,7 +116,7 @@ class IdentityStore:
                 f"cannot write {self.path}: {exc.strerror or exc}",
                 fix="check free space and that state.dir belongs to the user running basketagent",
             ) from exc
-        log.info("identity_saved", device_id=identity.device_id, paired=identity.paired)
+        log.info("identity saved", device_id=identity.device_id, paired=identity.paired)
 
     def _move_aside(self, why: str) -> None:
         try:
@@ -126,5 +126,5 @@ class IdentityStore:
                 f"{self.path} is damaged ({why}) and cannot be moved aside: {exc.strerror or exc}",
                 fix="remove the file by hand; the agent will register again",
             ) from exc
-        log.error("identity_damaged", path=str(self.path), reason=why, moved_to=str(moved),
-                  action="registering again")
+        log.error("identity file damaged; moved aside, registering again",
+                  path=str(self.path), reason=why, moved_to=str(moved))

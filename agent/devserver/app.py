@@ -77,7 +77,7 @@ class BackendApp:
                 return _error(422, problem or "body must be a JSON object")
         version = data.get("agentVersion")
         device_id, code = self.store.register(version if isinstance(version, str) else None)
-        log.info("devserver_registered", device_id=device_id, code=code)
+        log.info("device registered", device_id=device_id, code=code)
         return 201, {"deviceId": device_id, "code": code}
 
     def _pair(self, body: bytes) -> Answer:
@@ -92,7 +92,7 @@ class BackendApp:
         device_id = self.store.pair(code)
         if device_id is None:
             return _error(404, "no unpaired device has this code")
-        log.info("devserver_paired", device_id=device_id)
+        log.info("device paired", device_id=device_id)
         return 200, {"deviceId": device_id, "paired": True}
 
     def _add(self, path: str, headers: Mapping[str, str], body: bytes) -> Answer:

@@ -72,9 +72,9 @@ class _Server(ThreadingHTTPServer):
         # A client hanging up mid-answer is normal here (tests cut connections on purpose).
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
-            log.debug("devserver_client_gone", client=client_address[0], error=str(exc))
+            log.debug("client hung up", client=client_address[0], error=str(exc))
             return
-        log.error("devserver_handler_failed", client=client_address[0], exc_info=exc)
+        log.error("request handler failed", client=client_address[0], exc_info=exc)
 
     def cut_connections(self) -> None:
         with self._open_lock:
@@ -106,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("devserver_http", line=format % args)
+        log.debug("http request", line=format % args)
 
     def _dispatch(self, method: str) -> None:
         backend = self.server.backend
@@ -205,7 +205,7 @@ class ReferenceBackend:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={
             "poll_interval": 0.05}, name="devserver", daemon=True)
         self._thread.start()
-        log.info("devserver_listening", url=self.url)
+        log.info("reference backend listening", url=self.url)
         return self
 
     def stop(self) -> None:
@@ -219,7 +219,7 @@ class ReferenceBackend:
         self._accepted_before += server.accepted
         if self._thread is not None:
             self._thread.join(JOIN_TIMEOUT_S)
-        log.info("devserver_stopped", url=self.url)
+        log.info("reference backend stopped", url=self.url)
 
     def close(self) -> None:
         self.stop()
