@@ -26,7 +26,10 @@ log = structlog.get_logger(__name__)
 # Events that could not be journaled (disk full) wait here and are retried
 # every frame; past this bound the oldest are dropped and counted.
 UNJOURNALED_MAX = 1000
+# STATUS= is refreshed every STATUS_INTERVAL_S for the fps, and sooner (checked every
+# STATUS_CHECK_S) when delivery's state changes, e.g. a pairing code to show.
 STATUS_INTERVAL_S = 5.0
+STATUS_CHECK_S = 0.5
 
 
 class Tracker(Protocol):
@@ -98,6 +101,8 @@ class FrameLoop:
         self.stats = LoopStats()
         self._unjournaled: deque[ProductEvent] = deque()
         self._last_status = float("-inf")
+        self._last_check = float("-inf")
+        self._last_outbox = ""
         self._fps_window: deque[float] = deque(maxlen=30)
 
     def run(self, max_frames: int | None = None) -> LoopStats:
@@ -171,9 +176,13 @@ class FrameLoop:
 
     def _publish_status(self, force: bool = False) -> None:
         now = self.clock()
-        if not force and now - self._last_status < STATUS_INTERVAL_S:
+        if not force and now - self._last_check < STATUS_CHECK_S:
+            return
+        self._last_check = now
+        outbox = self.outbox.status_line()
+        if not force and outbox == self._last_outbox and now - self._last_status < STATUS_INTERVAL_S:
             return
         self._last_status = now
+        self._last_outbox = outbox
         info = self.detector.info
-        text = f"{self.stats.fps:.1f} fps on {info.device}; {self.outbox.status_line()}"
-        self.notifier.status(text)
+        self.notifier.status(f"{self.stats.fps:.1f} fps on {info.device}; {outbox}")

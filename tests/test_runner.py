@@ -190,3 +190,29 @@ def test_fps_pacing_waits_on_the_stop_flag() -> None:
     loop.run()
     # each frame takes 0.01 s on the fake clock, so 0.09 s is left of each 0.1 s slot
     assert waits == [pytest.approx(0.09)] * 4
+
+
+class ChangingOutbox(Outbox):
+    """Delivery state that changes at a given frame (e.g. a pairing code appears)."""
+
+    def __init__(self, clock: Clock, change_at: float) -> None:
+        super().__init__()
+        self.clock, self.change_at = clock, change_at
+
+    def status_line(self) -> str:
+        return "not paired, code 1234" if self.clock.now >= self.change_at else "not registered"
+
+
+def test_status_follows_delivery_changes_sooner_than_the_fps_interval() -> None:
+    clock = Clock()
+    outbox = ChangingOutbox(clock, change_at=clock.now + 1.0)
+    notifier = Notifier()
+    # 200 frames 10 ms apart: 2 s, well under STATUS_INTERVAL_S.
+    loop = FrameLoop(ListSource(200, clock), OneDetector(), ScriptedTracker(set()), Journal(0),
+                     outbox, notifier, clock=clock)
+    loop.run()
+    statuses = [m for m in notifier.messages if m.startswith("STATUS=")]
+    assert "not registered" in statuses[0]
+    assert any("code 1234" in m for m in statuses[1:])
+    # Unchanged state is not re-sent until the interval passes: one STATUS per change here.
+    assert len(statuses) == 2
