@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from agent.config import Config
 from agent.delivery.backoff import Backoff
 from agent.delivery.client import BackendClient
-from agent.delivery.identity import IdentityStore
+from agent.delivery.identity import Identity, IdentityStore
 from agent.delivery.registration import Registrar
 from agent.devserver import ReferenceBackend
 from sender_support import SteppedClock, free_port, make_config
@@ -126,3 +126,19 @@ def test_forget_drops_the_identity_and_registers_at_once(
         assert reg.identity is None and reg.next_due() == 50.0
         assert reg.ensure(50.0) and reg.identity.device_id != old.device_id
         assert reg.registrations == 2
+
+
+def test_an_identity_of_another_backend_is_not_reused(tmp_path: Path,
+                                                      backend: ReferenceBackend) -> None:
+    state = tmp_path / "state"
+    store = IdentityStore(state)  # as the service builds it: no backend filter of its own
+    store.save(Identity("old-device", "1111", "http://basket.example:3000",
+                        "2026-12-01T10:00:00.000Z"))
+    config = make_config(state, backend.url)
+    with capture_logs() as logs:
+        reg, client = registrar(config, store)
+    with client:
+        assert reg.identity is None
+        assert reg.ensure(0.0) and reg.identity.device_id != "old-device"
+    assert store.load().backend_url == backend.url
+    assert any("another backend" in entry["event"] for entry in logs)

@@ -492,3 +492,13 @@ def test_the_thread_survives_a_failing_round_and_an_unwritable_status_file(
     finally:
         sender.stop(2.0)
         client.close()
+
+
+def test_drain_after_stop_returns_at_once(backend: ReferenceBackend,
+                                          make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend.url)
+    rig.append(basket_event())
+    rig.sender.stop(1.0)
+    started = rig.clock()
+    assert rig.sender.drain(30.0) is False
+    assert rig.clock() == started and backend.calls == []

@@ -21,6 +21,7 @@ from agent.config import Config
 from agent.delivery.backoff import Attempt, Backoff
 from agent.clock import utc_iso
 from agent.delivery.client import REFUSED
+from agent.delivery.identity import same_backend
 from agent.errors import OperationalError
 
 log = structlog.get_logger(__name__)
@@ -52,6 +53,11 @@ class Registrar:
         # Counts registrations made by this process (a stored identity is not one).
         self.registrations = 0
         self.identity: Any = store.load()
+        if self.identity is not None and not same_backend(self.identity.backend_url,
+                                                          config.backend.url):
+            log.warning("stored identity belongs to another backend; registering again",
+                        stored_backend=self.identity.backend_url, backend=config.backend.url)
+            self.identity = None
         if self.identity is not None:
             log.info("reusing stored identity", device_id=self.identity.device_id,
                      paired=self.identity.paired)

@@ -173,6 +173,8 @@ class Sender:
         """Deliver until the journal is empty (True) or time or the backend's state stops it."""
         deadline = self._clock() + max(0.0, timeout)
         while True:
+            if self._stop.is_set():
+                return self._journal.stats().pending == 0
             now = self._clock()
             if not self._step_lock.acquire(timeout=max(0.0, deadline - now)):
                 return self._journal.stats().pending == 0
