@@ -153,6 +153,24 @@ def test_damaged_file_that_cannot_be_moved_is_an_operational_error(tmp_path: Pat
     assert (state / IDENTITY_FILE).read_bytes() == b"{damaged"
 
 
+def test_save_replaces_the_file_by_rename_not_in_place(tmp_path: Path) -> None:
+    store = IdentityStore(tmp_path)
+    store.save(make_identity())
+    before = (tmp_path / IDENTITY_FILE).stat().st_ino
+    store.save(make_identity(paired=True))
+    assert (tmp_path / IDENTITY_FILE).stat().st_ino != before
+
+
+def test_a_failed_save_leaves_the_old_identity_whole(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = IdentityStore(state)
+    store.save(make_identity())
+    with frozen_dir(state), pytest.raises(OperationalError, match="cannot write"):
+        store.save(make_identity(code="5555"))
+    assert store.load() == make_identity()
+    assert sorted(p.name for p in state.iterdir()) == [IDENTITY_FILE]
+
+
 def test_with_paired_returns_a_changed_copy() -> None:
     identity = make_identity()
     assert identity.with_paired().paired is True
