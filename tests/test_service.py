@@ -220,3 +220,43 @@ def test_bad_model_file_is_exit_2_and_journal_untouched(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert str(bad) in result.stderr
+
+
+def steady_scene_dir(tmp_path: Path, frames: int = 40) -> tuple[Path, set[str]]:
+    """PNG frames of a synthetic basket whose contents do not change across them."""
+    from PIL import Image
+
+    from agent.camera.synthetic import SyntheticSource
+
+    source = SyntheticSource(seed=1, size=(320, 240))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    kept: list[tuple[object, set[str]]] = []
+    for _ in range(2000):
+        frame = source.read()
+        labels = {label for label, _ in source.truth}
+        if len(labels) < 2 or (kept and labels != kept[-1][1]):
+            kept = []
+        if len(labels) >= 2:
+            kept.append((frame.image, labels))
+        if len(kept) == frames:
+            break
+    assert len(kept) == frames, "the synthetic script should hold a steady basket for a while"
+    for n, (image, _) in enumerate(kept):
+        Image.fromarray(image).save(folder / f"{n:04d}.png")
+    return folder, kept[-1][1]
+
+
+def test_restart_does_not_add_again_what_is_still_in_view(
+        tmp_path: Path, backend: ReferenceBackend) -> None:
+    folder, _ = steady_scene_dir(tmp_path)
+    state = tmp_path / "s"
+    args = ("run", "--camera", f"dir:{folder}", "--device", "cpu", "--state-dir", str(state),
+            "--backend", backend.url)
+    first = run_agent_cli(*args)
+    assert first.returncode == 0, first.stderr
+    after_first = delivered(backend)
+    assert after_first, "the steady basket's products are added on the first run"
+    second = run_agent_cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert delivered(backend) == after_first
