@@ -122,8 +122,9 @@ def _anchors() -> np.ndarray:
 def ssd(order: tuple[str, ...], signature: bool) -> bytes:
     grid = Grid()
     anchors = tf.constant(_anchors())
-    post = tflite_tools.detection_postprocess(C, max_detections=10,
-                                              score_threshold=SSD_SCORE_THRESHOLD)
+    post = tflite_tools.detection_postprocess(
+        C, max_detections=10, score_threshold=SSD_SCORE_THRESHOLD
+    )
 
     @tf.function
     def serve(image):
@@ -132,8 +133,9 @@ def ssd(order: tuple[str, ...], signature: bool) -> bytes:
         encodings = tf.reshape(tf.nn.conv2d(means, grid.box_kernel, 1, "VALID"), [1, -1, 4])
         return post(encodings, tf.sigmoid(grid.class_logits(means)), anchors)
 
-    tflite = tflite_tools.convert(grid, serve, IMAGE, representative(), input_type=tf.uint8,
-                                  custom_ops=True)
+    tflite = tflite_tools.convert(
+        grid, serve, IMAGE, representative(), input_type=tf.uint8, custom_ops=True
+    )
     return tflite_tools.rewrite_ssd(tflite, order, signature=signature)
 
 
@@ -146,8 +148,9 @@ def yolov5() -> bytes:
         scores = tf.sigmoid(grid.class_logits(means))
         return tf.concat([grid.boxes_xywh(means), grid.objectness(means), scores], axis=-1)
 
-    tflite = tflite_tools.convert(grid, serve, IMAGE, representative(), input_type=tf.uint8,
-                                  output_type=tf.uint8)
+    tflite = tflite_tools.convert(
+        grid, serve, IMAGE, representative(), input_type=tf.uint8, output_type=tf.uint8
+    )
     return tflite_tools.drop_signatures(tflite)
 
 
@@ -161,8 +164,9 @@ def yolov8() -> bytes:
         rows = tf.concat([grid.boxes_xywh(means), scores], axis=-1)  # [1, N, 4+C]
         return tf.transpose(rows, [0, 2, 1])  # [1, 4+C, N], as Ultralytics exports
 
-    tflite = tflite_tools.convert(grid, serve, IMAGE, representative(), input_type=tf.int8,
-                                  output_type=tf.int8)
+    tflite = tflite_tools.convert(
+        grid, serve, IMAGE, representative(), input_type=tf.int8, output_type=tf.int8
+    )
     return tflite_tools.drop_signatures(tflite)
 
 
@@ -174,8 +178,9 @@ def classifier() -> bytes:
         means = tf.reduce_mean(image, axis=[1, 2])  # [1, 3]
         return tf.nn.softmax(means @ grid.class_kernel[0, 0])  # [1, C]
 
-    tflite = tflite_tools.convert(grid, serve, IMAGE, representative(), input_type=tf.uint8,
-                                  output_type=tf.uint8)
+    tflite = tflite_tools.convert(
+        grid, serve, IMAGE, representative(), input_type=tf.uint8, output_type=tf.uint8
+    )
     return tflite_tools.drop_signatures(tflite)
 
 
@@ -242,8 +247,12 @@ def expected() -> dict:
             "ssd_signature.tflite": {
                 "layout": "ssd-signature",
                 "signature": "serving_default",
-                "outputs": ["detection_boxes", "detection_classes", "detection_scores",
-                            "num_detections"],
+                "outputs": [
+                    "detection_boxes",
+                    "detection_classes",
+                    "detection_scores",
+                    "num_detections",
+                ],
                 "input": "uint8 [1,64,64,3]",
                 "score": class_score,
                 "count": len(TEST_CELLS),

@@ -63,7 +63,12 @@ def anchors() -> np.ndarray:
 
 def _corners(a: np.ndarray) -> np.ndarray:
     return np.stack(
-        [a[:, 0] - a[:, 2] / 2, a[:, 1] - a[:, 3] / 2, a[:, 0] + a[:, 2] / 2, a[:, 1] + a[:, 3] / 2],
+        [
+            a[:, 0] - a[:, 2] / 2,
+            a[:, 1] - a[:, 3] / 2,
+            a[:, 0] + a[:, 2] / 2,
+            a[:, 1] + a[:, 3] / 2,
+        ],
         axis=1,
     )
 
@@ -79,7 +84,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def encode_targets(anchor: np.ndarray, boxes: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
-    """[N, 4 + C + 1]: box encodings, one-hot classes, weight (1 positive, 0 negative, -1 ignore)."""
+    """[N, 4 + C + 1]: box encodings, one-hot classes, weight (1 positive, 0 negative, -1 skip)."""
     n = len(anchor)
     out = np.zeros((n, 4 + NUM_CLASSES + 1), dtype=np.float32)
     if len(boxes) == 0:
@@ -159,7 +164,10 @@ def build(batch_norm: bool = True) -> tf.keras.Model:
         n = cells * cells * ANCHORS_PER_CELL
         b = layers.Conv2D(ANCHORS_PER_CELL * 4, 3, padding="same", name=f"box{cells}")(feat)
         c = layers.Conv2D(
-            ANCHORS_PER_CELL * NUM_CLASSES, 3, padding="same", bias_initializer=bias,
+            ANCHORS_PER_CELL * NUM_CLASSES,
+            3,
+            padding="same",
+            bias_initializer=bias,
             name=f"cls{cells}",
         )(feat)
         boxes.append(layers.Reshape((n, 4), name=f"box{cells}_flat")(b))
@@ -213,7 +221,9 @@ def loss_fn(targets: tf.Tensor, box_pred: tf.Tensor, logits: tf.Tensor) -> tuple
     alpha = cls_t * 0.25 + (1 - cls_t) * 0.75
     focal = tf.reduce_sum(alpha * (1 - p_t) ** 2 * ce, axis=-1)
     cls_loss = tf.reduce_sum(focal * counted) / n_pos
-    huber = tf.keras.losses.Huber(delta=1.0, reduction="none")(box_t[..., None], box_pred[..., None])
+    huber = tf.keras.losses.Huber(delta=1.0, reduction="none")(
+        box_t[..., None], box_pred[..., None]
+    )
     box_loss = tf.reduce_sum(tf.reduce_sum(huber, axis=-1) * positive) / n_pos
     return cls_loss + box_loss, cls_loss, box_loss
 
@@ -222,8 +232,9 @@ def train(args: argparse.Namespace) -> tf.keras.Model:
     model = build()
     print(f"parameters: {model.count_params():,}", flush=True)
     schedule = tf.keras.optimizers.schedules.CosineDecay(
-        args.learning_rate, max(1, args.steps), alpha=0.02,
-        warmup_target=None,
+        args.learning_rate,
+        max(1, args.steps),
+        alpha=0.02,
     )
     optimizer = tf.keras.optimizers.Adam(schedule)
     step = tf.Variable(0, dtype=tf.int64, name="step")
@@ -244,12 +255,22 @@ def train(args: argparse.Namespace) -> tf.keras.Model:
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return total, cls_loss, box_loss
 
-    data = batches(anchors(), args.batch, int(step))
+    n = len(anchors())
+    # Rendering runs in a background thread of tf.data while the step computes.
+    data = iter(
+        tf.data.Dataset.from_generator(
+            lambda: batches(anchors(), args.batch, int(step)),
+            output_signature=(
+                tf.TensorSpec((args.batch, HEIGHT, WIDTH, 3), tf.float32),
+                tf.TensorSpec((args.batch, n, 4 + NUM_CLASSES + 1), tf.float32),
+            ),
+        ).prefetch(2)
+    )
     deadline = time.monotonic() + args.minutes * 60
     started, first = time.monotonic(), int(step)
     while int(step) < args.steps:
         images, targets = next(data)
-        total, cls_loss, box_loss = train_step(tf.constant(images), tf.constant(targets))
+        total, cls_loss, box_loss = train_step(images, targets)
         step.assign_add(1)
         s = int(step)
         if s % 50 == 0:
@@ -316,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoints", type=Path, default=Path(tempfile.gettempdir()) / "basketagent-train"
     )
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget")

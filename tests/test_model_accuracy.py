@@ -1,0 +1,156 @@
+"""The bundled demo model: its file, its held-out accuracy, and the synthetic camera's truth.
+
+Runs the real LiteRT interpreter through agent.detect.detector on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from agent import paths
+from agent.basket.catalog import Catalog
+from agent.camera.render import PRODUCTS, box_iou
+from agent.camera.synthetic import SyntheticSource
+from agent.config import DetectionConfig, ModelConfig
+from agent.detect.detector import open_detector
+from agent.detect.types import Detection
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+# Measured by models/evaluate.py (see models/README.md); the floors sit a little below.
+MAP50_FLOOR = 0.93
+CLASS_AP50_FLOOR = 0.85
+HELD_OUT_IMAGES = 150
+MIN_SCORE = DetectionConfig().min_score
+
+
+def _load(name: str) -> ModuleType:
+    """A script from models/ (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"models_{name}", MODELS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def evaluate() -> ModuleType:
+    return _load("evaluate")
+
+
+@pytest.fixture(scope="module")
+def detector():
+    det = open_detector(ModelConfig(device="cpu", threads=1))
+    yield det
+    det.close()
+
+
+def test_bundled_model_is_small_int8_ssd_in_tf1_order(detector) -> None:
+    model = MODELS / paths.DEMO_MODEL
+    assert model.stat().st_size <= 4 * 1024 * 1024
+    assert detector.info.layout == "ssd-tf1"
+    assert detector.info.input_size == (160, 160)
+    assert detector.input.dtype == np.uint8
+    # Labels and catalog agree with the renderer the model was trained on.
+    assert detector.labels == PRODUCTS
+    catalog = Catalog.load(MODELS / paths.DEMO_CATALOG)
+    ids = [catalog.lookup(label).product_id for label in PRODUCTS]  # type: ignore[union-attr]
+    assert ids == [f"P{i:03d}" for i in range(1, len(PRODUCTS) + 1)]
+    raw = json.loads((MODELS / paths.DEMO_CATALOG).read_text())
+    assert [p["label"] for p in raw["products"]] == list(PRODUCTS)
+
+
+def test_held_out_map_stays_above_floor(evaluate: ModuleType, detector) -> None:
+    result = evaluate.evaluate(detector, evaluate.held_out(HELD_OUT_IMAGES))
+    assert result.images == HELD_OUT_IMAGES and result.objects > HELD_OUT_IMAGES
+    assert result.map50 >= MAP50_FLOOR, result
+    for label, ap in result.ap50.items():
+        assert ap >= CLASS_AP50_FLOOR, (label, result)
+
+
+def _score_frames(detector, seed: int, size: tuple[int, int], frames: int) -> tuple[int, int, int]:
+    """(truth objects, matched, detections above min_score) over the clear frames."""
+    source = SyntheticSource(seed, size)
+    objects = matched = found = 0
+    for index in range(frames):
+        frame = source.read()
+        assert frame is not None
+        if index % 4 or source.occluded:
+            continue
+        detections = [d for d in detector.detect(frame.image) if d.score >= MIN_SCORE]
+        truth = source.truth
+        claimed: set[int] = set()
+        for det in sorted(detections, key=lambda d: -d.score):
+            for i, (label, box) in enumerate(truth):
+                if i not in claimed and label == det.label and box_iou(det.box, box) >= 0.5:
+                    claimed.add(i)
+                    break
+        objects += len(truth)
+        matched += len(claimed)
+        found += len(detections)
+    return objects, matched, found
+
+
+@pytest.mark.parametrize("size", [(160, 160), (320, 240)])
+def test_detections_match_synthetic_source_truth(detector, size: tuple[int, int]) -> None:
+    """Seeds past any the model saw; 320x240 frames go through the detector's resize."""
+    objects, matched, found = _score_frames(detector, 9001, size, 400)
+    assert objects > 100
+    assert matched / objects >= 0.9  # recall at the tracker's min_score
+    assert matched / found >= 0.9  # precision
+
+
+def _det(label: str, score: float, box: tuple[float, float, float, float]) -> Detection:
+    return Detection(PRODUCTS.index(label), label, score, box)
+
+
+def test_match_claims_each_truth_once_and_needs_label_and_overlap(evaluate: ModuleType) -> None:
+    truth = [("apple", (0.1, 0.1, 0.4, 0.4)), ("milk", (0.5, 0.5, 0.9, 0.9))]
+    hits = evaluate.match(
+        [
+            _det("apple", 0.9, (0.1, 0.1, 0.4, 0.4)),
+            _det("apple", 0.8, (0.12, 0.1, 0.4, 0.4)),  # duplicate: truth already claimed
+            _det("soda", 0.7, (0.5, 0.5, 0.9, 0.9)),  # right place, wrong label
+            _det("milk", 0.6, (0.5, 0.5, 0.6, 0.6)),  # right label, IoU too small
+        ],
+        truth,
+    )
+    assert [hit for _, hit in hits] == [True, False, False, False]
+
+
+def test_average_precision(evaluate: ModuleType) -> None:
+    ap = evaluate.average_precision
+    assert ap([(0.9, True), (0.8, True)], 2) == pytest.approx(1.0)
+    assert ap([(0.9, True)], 2) == pytest.approx(0.5)  # half the objects never found
+    assert ap([(0.9, False), (0.8, True)], 1) == pytest.approx(0.5)  # found after a miss
+    assert ap([], 3) == 0.0
+    assert math.isnan(ap([(0.5, False)], 0))
+
+
+def test_evaluation_of_a_perfect_detector_is_one(evaluate: ModuleType) -> None:
+    """The metric itself, fed the samples' own truth as detections."""
+    samples = list(evaluate.held_out(20))
+
+    class Oracle:
+        def __init__(self) -> None:
+            self.queue = list(samples)
+
+        def detect(self, image: np.ndarray) -> list[Detection]:
+            s = self.queue.pop(0)
+            assert image is s.image
+            return [
+                _det(PRODUCTS[c], 0.9, tuple(map(float, b)))  # type: ignore[arg-type]
+                for b, c in zip(s.boxes, s.class_ids, strict=True)
+            ]
+
+    result = evaluate.evaluate(Oracle(), samples)
+    assert result.map50 == pytest.approx(1.0)
+    assert result.objects == result.detections == sum(len(s.boxes) for s in samples)
