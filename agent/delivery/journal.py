@@ -315,7 +315,7 @@ class Journal:
                 requeued = {r["id"] for r in records}
                 for victim in list(_take(self._oldest_first(requeued), over)):
                     self._add_dead(records, victim, 0, "", "overflow", now)
-            self._commit(records, sync=True)
+            self._commit(records + self._drop_records(records), sync=True)
             log.info("dead letters requeued", count=len(targets))
             return len(targets)
 
@@ -474,11 +474,10 @@ class Journal:
     def _expiry_records(self, now: float) -> list[dict[str, Any]]:
         cutoff = now - self.config.max_age_s
         records: list[dict[str, Any]] = []
-        for queue in self._index.routes.values():
-            for item in queue.values():
-                if item.at >= cutoff:
-                    break
-                self._add_dead(records, item, 0, "", "expired", now)
+        for item in self._oldest_first(set()):
+            if item.at >= cutoff:
+                break  # appended_at rises with seq unless the wall clock was set back
+            self._add_dead(records, item, 0, "", "expired", now)
         if records:
             log.error("events older than journal.max_age_s moved to dead letters",
                       count=len(records), max_age_s=self.config.max_age_s)
@@ -492,10 +491,12 @@ class Journal:
     def _drop_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Drops of the oldest dead letters so the store stays within max_dead_letters."""
         new_dead = [r["id"] for r in records if r["k"] == rec.KIND_DEAD]
-        excess = len(self._index.dead) + len(new_dead) - self.config.max_dead_letters
+        requeued = {r["id"] for r in records if r["k"] == rec.KIND_REQUEUE}
+        old_dead = [i for i in self._index.dead if i not in requeued] if requeued else self._index.dead
+        excess = len(old_dead) + len(new_dead) - self.config.max_dead_letters
         if excess <= 0:
             return []
-        victims = list(_take(_chain(self._index.dead, new_dead), excess))
+        victims = list(_take(_chain(old_dead, new_dead), excess))
         log.error("dead letters over journal.max_dead_letters: oldest dropped",
                   count=len(victims), max_dead_letters=self.config.max_dead_letters)
         return [{"k": rec.KIND_DROP, "id": event_id} for event_id in victims]
