@@ -26,7 +26,7 @@ def test_a_stopped_sender_is_not_running(tmp_path: Path) -> None:
 
 def test_a_killed_agents_file_is_ignored(tmp_path: Path) -> None:
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
     gone = int(child.stdout)
     path = live_status_path(tmp_path)
     write_live_status(path, {"running": True, "pid": gone, "breaker": "open"})

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+from sender_support import SteppedClock, free_port, make_config
 from structlog.testing import capture_logs
 
 from agent.config import Config
@@ -14,7 +15,6 @@ from agent.delivery.client import BackendClient
 from agent.delivery.identity import Identity, IdentityStore
 from agent.delivery.registration import Registrar
 from agent.devserver import ReferenceBackend
-from sender_support import SteppedClock, free_port, make_config
 
 
 @pytest.fixture

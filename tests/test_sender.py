@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sender_support import SteppedClock, basket_event, free_port, make_config, pending_event
 from structlog.testing import capture_logs
 
-from agent.basket.event import ROUTE_BASKET, ROUTE_PENDING, ProductEvent
+from agent.basket.event import ROUTE_BASKET, ProductEvent
 from agent.delivery.backoff import Backoff
 from agent.delivery.client import BackendClient
 from agent.delivery.identity import IdentityStore
@@ -26,8 +27,6 @@ from agent.delivery.live_status import live_status_path, read_live_status
 from agent.delivery.registration import PAIRING_REMINDER_S
 from agent.delivery.sender import Sender
 from agent.devserver import ReferenceBackend
-from sender_support import (SteppedClock, basket_event, free_port, make_config,
-                                  pending_event)
 
 REGISTER = "/api/devices/register"
 BASKET = "/api/basket"

@@ -13,12 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sender_support import basket_event, make_config
+
 from agent.delivery.client import BackendClient
 from agent.delivery.identity import IdentityStore
 from agent.delivery.journal import Journal
 from agent.delivery.sender import Sender
 from agent.devserver import ReferenceBackend
-from sender_support import basket_event, make_config
 
 CHILD = r"""
 import sys, threading

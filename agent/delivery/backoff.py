@@ -41,11 +41,11 @@ class Attempt:
     next_at: float = 0.0
 
     def failed(self, now: float, backoff: Backoff, rng: random.Random,
-               retry_after_s: float | None = None) -> "Attempt":
+               retry_after_s: float | None = None) -> Attempt:
         failures = self.failures + 1
         return Attempt(failures, now + backoff.delay(failures, rng, retry_after_s))
 
-    def held(self, until: float) -> "Attempt":
+    def held(self, until: float) -> Attempt:
         """Not a failure (not paired, breaker open): keep the count, move the time."""
         return Attempt(self.failures, until)
 

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import structlog
 
 from agent import __version__
+from agent.clock import utc_iso
 from agent.config import Config
 from agent.delivery.backoff import Attempt, Backoff
-from agent.clock import utc_iso
 from agent.delivery.client import REFUSED
 from agent.delivery.identity import same_backend
 from agent.errors import OperationalError
