@@ -54,13 +54,16 @@ class BackendStore:
         self._lock = threading.Lock()
         self._rng = rng or random.SystemRandom()
         self._wall_clock = wall_clock
-        with self._lock:
+        try:
             if db_path is not None:
                 # A development database: losing the last moment at a power cut is fine,
                 # a disk sync per request is not.
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
