@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+
 def rgb_to_yuv420(rgb: np.ndarray, stride: int | None = None) -> np.ndarray:
     """The inverse, for building camera-like buffers (BT.601 full range, 2x2 averaged chroma)."""
     height, width = rgb.shape[:2]

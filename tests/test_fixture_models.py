@@ -14,7 +14,6 @@ from agent.detect.detector import open_detector
 from agent.detect.model_file import EDGETPU_CUSTOM_OP, read_model_file
 from agent.errors import EXIT_BAD_INPUT, EXIT_HARDWARE, AcceleratorError, ModelError
 
-
 FOLDER = Path(__file__).resolve().parent.parent / "models" / "fixtures"
 
 

@@ -110,7 +110,6 @@ def test_read_that_never_returns_is_bounded():
 
         def read(self):
             release.wait(30)
-            return None
 
         def close(self):
             self.closed = True

@@ -138,5 +138,5 @@ class Picamera2Source:
         for step in ("stop", "close"):
             try:
                 getattr(camera, step)()
-            except Exception as exc:  # closing must not hide the failure that led here
+            except Exception as exc:  # noqa: BLE001 - closing must not hide why we close
                 log.warning("camera close step failed", step=step, error=str(exc))

@@ -58,7 +58,7 @@ class BoundedCaller:
                 return
             try:
                 call.result = call.fn()
-            except BaseException as exc:  # handed to the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 call.error = exc
             call.done.set()
 
@@ -155,7 +155,7 @@ class ReopeningSource:
         try:
             # Bounded too: closing a wedged camera can block like reading it.
             self._reader.call(source.close)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing close must not stop the reopen
             log.warning("camera close failed", source=self.name, error=str(exc))
 
     def _reopen(self) -> FrameSource:

@@ -14,10 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from agent.camera.frame import FrameSource
 from agent.camera.opencv import Importer, import_cv2, open_v4l2, open_video
 from agent.config import CameraConfig
 from agent.errors import AgentError, CameraInputError
+
+log = structlog.get_logger(__name__)
 
 SPEC_HELP = "use picamera2[:N], v4l2:/dev/videoN, video:PATH, dir:PATH or synthetic[:SEED]"
 
@@ -146,7 +150,7 @@ def _probe_picamera2(index: int, importer: Importer) -> tuple[bool, str]:
     camera = acquire(module, index)  # says "no camera" or "busy" plainly
     try:
         camera.close()
-    except Exception:  # a probe that got this far has its answer
-        pass
+    except Exception as exc:  # noqa: BLE001 - a probe that got this far has its answer
+        log.debug("camera close after probe failed", error=str(exc))
     return True, f"camera {index} is free; cameras: {describe_cameras(cameras)}"
 

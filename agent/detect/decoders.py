@@ -255,7 +255,7 @@ def match_yolov5(outputs: Sequence[OutputSpec], labels: Sequence[str]) -> Decode
     if spec is None:
         return None
     _, n, b = spec.shape
-    if n > b and b > 5 and b - 4 != len(labels):
+    if n > b > 5 and b - 4 != len(labels):
         return YoloDecoder("yolov5", spec, b - 5, objectness=True, channels_first=False)
     return None
 

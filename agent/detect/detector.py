@@ -94,8 +94,9 @@ class TfliteDetector:
         for box, class_id, score in zip(boxes, raw.class_ids, raw.scores):
             cid = int(class_id)
             label = self.labels[cid] if 0 <= cid < len(self.labels) else ""
+            ymin, xmin, ymax, xmax = (float(v) for v in box)
             detections.append(Detection(class_id=cid, label=label, score=float(score),
-                                        box=tuple(float(v) for v in box)))
+                                        box=(ymin, xmin, ymax, xmax)))
         return detections
 
     def close(self) -> None:

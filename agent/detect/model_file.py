@@ -150,7 +150,7 @@ def _postprocess_classes(reader: _Reader, subgraph: int, codes: set[int]) -> int
             return None
         try:
             value = flexbuffers.Loads(reader.bytes_vector(options)).get("num_classes")
-        except Exception:  # foreign options format: the check is skipped, not the model
+        except Exception:  # noqa: BLE001 - foreign options: the check is skipped, not the model
             return None
         return int(value) if isinstance(value, (int, float)) else None
     return None

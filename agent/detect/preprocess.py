@@ -64,11 +64,11 @@ def fit(image: np.ndarray, width: int, height: int, mode: str) -> tuple[np.ndarr
     if (w, h) == (width, height):
         return image, Placement()
     if mode == "stretch":
-        resized = Image.fromarray(image).resize((width, height), Image.BILINEAR)
-        return np.asarray(resized), Placement()
+        stretched = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(stretched), Placement()
     ratio = min(width / w, height / h)
     new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
     canvas = np.full((height, width, 3), LETTERBOX_FILL, dtype=np.uint8)
     top, left = (height - new_h) // 2, (width - new_w) // 2
     canvas[top:top + new_h, left:left + new_w] = resized
