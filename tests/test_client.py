@@ -313,6 +313,7 @@ def test_retry_after_on_a_refused_answer_is_still_reported(backend: ReferenceBac
     ("Fri, 04 Dec 2026 16:02:00 GMT", 120.0), ("Friday, 04-Dec-26 16:00:30 GMT", 30.0),
     ("Fri, 04 Dec 2026 16:00:30 +0000", 30.0),
     ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),
+    ("99999999", 86400.0), ("Fri, 01 Jan 2100 00:00:00 GMT", 86400.0),
 ])
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     result = parse_retry_after(value, WALL_NOW)

@@ -52,6 +52,9 @@ log = structlog.get_logger(__name__)
 BODY_START_CHARS = 200
 # Answers are small JSON documents; more than this is not read (and a 2xx still counts).
 MAX_BODY_BYTES = 64 * 1024
+# A Retry-After further out than this is taken as this: a backend's typo must not
+# silence a device for months.
+RETRY_AFTER_MAX_S = 24 * 3600.0
 _CODE = re.compile(r"^[0-9]{4}$")
 _UNKNOWN_DEVICE = frozenset({401, 403, 404, 410})
 
@@ -138,7 +141,8 @@ def redact_url(url: str) -> str:
 
 
 def parse_retry_after(value: str | None, now_wall: float) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent or bad."""
+    """Retry-After as seconds from now (delta-seconds or an HTTP date), at most RETRY_AFTER_MAX_S;
+    None when absent or bad."""
     if value is None or not value.strip():
         return None
     text = value.strip()
@@ -151,10 +155,10 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return max(0.0, when.timestamp() - now_wall)
+        return min(RETRY_AFTER_MAX_S, max(0.0, when.timestamp() - now_wall))
     if not math.isfinite(seconds) or seconds < 0:
         return None
-    return seconds
+    return min(RETRY_AFTER_MAX_S, seconds)
 
 
 class _Transient(Exception):
