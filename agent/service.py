@@ -105,7 +105,8 @@ def run_agent(
                                 ViewStore(state_dir / VIEW_FILE), clock_synced=clock_synced)
         client = BackendClient(config.backend, config.delivery)
         stack.callback(client.close)
-        sender = Sender(journal, client, IdentityStore(state_dir, backend_url=config.backend.url), config)
+        identities = IdentityStore(state_dir, backend_url=config.backend.url)
+        sender = Sender(journal, client, identities, config)
         sender.start()
         # Registered last, so it runs first: the sender stops before the journal closes.
         stack.callback(sender.stop, SENDER_STOP_S)

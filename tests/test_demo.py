@@ -13,7 +13,7 @@ def test_demo_shows_registration_pairing_deliveries_and_an_empty_journal(tmp_pat
     result = subprocess.run(
         [sys.executable, "-m", "agent", "demo", "--fps", "60", "--frames", "480",
          "--pair-after", "1"],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "registered as device" in out and "pairing code" in out
@@ -28,6 +28,6 @@ def test_demo_shows_registration_pairing_deliveries_and_an_empty_journal(tmp_pat
 
 def test_demo_rejects_bad_arguments_with_exit_2() -> None:
     result = subprocess.run([sys.executable, "-m", "agent", "demo", "--frames", "0"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("basketagent: error:")

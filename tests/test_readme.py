@@ -15,7 +15,7 @@ def readme(repo_root: Path) -> str:
 
 def test_readme_holds_exactly_two_shell_commands(repo_root: Path) -> None:
     text = readme(repo_root)
-    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
     assert len(blocks) == 2
     assert "<!-- demo-command -->\n```sh" in text and "<!-- test-command -->\n```sh" in text
     demo, test = (block.strip() for block in blocks)
