@@ -10,7 +10,7 @@ import pytest
 from fake_edgetpu import build_fake_edgetpu
 
 from agent.detect import runtime
-from agent.errors import EXIT_HARDWARE, AcceleratorError, ConfigError, OperationalError
+from agent.errors import EXIT_HARDWARE, AcceleratorError, ConfigError, ModelError, OperationalError
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,24 @@ def test_real_library_absent_on_this_machine():
         pytest.skip("this machine has libedgetpu installed")
     with pytest.raises(AcceleratorError, match="libedgetpu not installed"):
         runtime.load_edgetpu_delegate("", runtime.default_delegate_loader())
+
+
+def test_delegate_error_with_several_lines_is_one_line():
+    def loader(library, options):
+        raise ValueError("Failed to load delegate from libedgetpu.so.1\nsee the log\n")
+
+    with pytest.raises(AcceleratorError) as caught:
+        runtime.load_edgetpu_delegate("", loader)
+    assert "\n" not in str(caught.value)
+    assert "(Failed to load delegate from libedgetpu.so.1)" in str(caught.value)
+
+
+def test_interpreter_errors_become_model_errors(tmp_path):
+    class Module:
+        @staticmethod
+        def Interpreter(**kwargs):
+            raise RuntimeError("Encountered unresolved custom op: Foo.\nNode number 3 failed")
+
+    with pytest.raises(ModelError, match="cannot be loaded: Encountered unresolved custom op: Foo") as caught:
+        runtime.make_interpreter(Module, str(tmp_path / "m.tflite"), threads=1)
+    assert "\n" not in str(caught.value) and "Node number" not in str(caught.value)

@@ -27,6 +27,12 @@ _INSTALL_FIX = ("install the Edge TPU runtime: apt install libedgetpu1-std "
                 "(from the Coral apt repository), then replug the Coral")
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: runtimes append tracebacks and hints on later lines."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def interpreter_module(importer: Importer = importlib.import_module) -> ModuleType:
     """The first TFLite interpreter module that imports."""
     errors = []
@@ -85,7 +91,7 @@ def load_edgetpu_delegate(selector: str, loader: DelegateLoader) -> Any:
     except (ValueError, RuntimeError, OSError) as exc:
         which = f" matching {selector!r}" if selector else ""
         raise AcceleratorError(
-            f"no Edge TPU found{which} ({exc})",
+            f"no Edge TPU found{which} ({first_line(exc)})",
             fix="plug the Coral in (USB 3 port), check `lsusb` for 18d1:9302 or 1a6e:089a, "
                 "or set model.device = cpu",
         ) from exc
@@ -99,7 +105,6 @@ def make_interpreter(module: ModuleType, model_path: str, *, threads: int,
                                          experimental_delegates=delegates or None)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"model file {model_path} cannot be loaded: {first}",
+        raise ModelError(f"model file {model_path} cannot be loaded: {first_line(exc)}",
                          fix="use a TFLite detector model exported for this runtime") from exc
     return interpreter
