@@ -39,7 +39,7 @@ class Device:
                    BASKETAGENT_CONF_OWNER=f"{os.getuid()}:{os.getgid()}",
                    BASKETAGENT_PYTHON=python, PYTHONPATH=str(REPO))
         return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, check=False)
 
     def backend_url(self) -> str:
         return load_config(str(self.config), env={}).backend.url

@@ -45,7 +45,7 @@ def run_stage(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[s
     script = FAKE_ON_CHROOT + "\nexec ./00-run.sh\n"
     environ = dict(os.environ, ROOTFS_DIR=str(rootfs), RECORD=str(record), **env)
     result = subprocess.run(["bash", "-c", script], cwd=SUBSTAGE, env=environ,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     return result, rootfs, record
 
 

@@ -14,6 +14,7 @@ import platform
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,12 +45,11 @@ SOURCES = {
 }
 
 
-def install(*args: str, env: dict[str, str] | None = None,
-            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def install(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != "DESTDIR"}
     environ.update(env or {})
-    return subprocess.run([*prefix, "bash", str(INSTALL), *args], capture_output=True, text=True,
-                          env=environ, timeout=120)
+    return subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True,
+                          env=environ, timeout=120, check=False)
 
 
 def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
@@ -110,7 +110,7 @@ def test_destdir_from_the_environment(tmp_path: Path) -> None:
 
 def test_relative_destdir_is_under_the_working_directory(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(INSTALL), "--destdir=rel"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     ok(result)
     assert (tmp_path / "rel/etc/basketagent/agent.toml").is_file()
 
@@ -242,7 +242,7 @@ def test_reinstall_after_uninstall_keeps_the_config(tmp_path: Path) -> None:
 ], ids=" ".join)
 def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str]) -> None:
     result = subprocess.run(["bash", str(INSTALL), *args], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("install.sh: error: ") and "--help" in result.stderr
@@ -257,15 +257,28 @@ def test_help_exits_0() -> None:
 
 # --- unsupported systems -----------------------------------------------------------------------
 
-def test_not_root_fails_before_changing_anything(tmp_path: Path) -> None:
-    prefix: tuple[str, ...] = ()
-    if os.geteuid() == 0:
+def test_not_root_fails_before_changing_anything() -> None:
+    if os.geteuid() != 0:
+        result = install("--system", "--no-coral")
+    else:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("setpriv is not installed: cannot drop root")
-        prefix = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
-    result = install("--system", "--no-coral", prefix=prefix)
-    assert result.returncode == 1
+        # The checkout may sit where nobody cannot read (/root): run a copy in a
+        # directory everyone can enter.
+        with tempfile.TemporaryDirectory() as scratch:
+            tree = Path(scratch)
+            tree.chmod(0o755)
+            shutil.copy2(INSTALL, tree / "install.sh")
+            shutil.copy2(REPO / "pyproject.toml", tree / "pyproject.toml")
+            shutil.copytree(REPO / "deploy", tree / "deploy")
+            result = subprocess.run(
+                [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                 "bash", str(tree / "install.sh"), "--system", "--no-coral"],
+                capture_output=True, text=True, timeout=60, cwd=tree, check=False)
+            assert sorted(p.name for p in tree.iterdir()) == ["deploy", "install.sh",
+                                                              "pyproject.toml"]
+    assert result.returncode == 1, result.stderr
     assert "run as root" in result.stderr
 
 
@@ -309,7 +322,8 @@ def test_system_dry_run_prints_the_plan_and_changes_nothing() -> None:
     assert [p.exists() for p in watched] == before
     out = result.stdout
     assert "dry run: nothing is changed" in out
-    assert "coral-edgetpu-stable main" in out or Path("/etc/apt/sources.list.d/coral-edgetpu.list").exists()
+    coral_list = Path("/etc/apt/sources.list.d/coral-edgetpu.list")
+    assert "coral-edgetpu-stable main" in out or coral_list.exists()
     assert "--system-site-packages /opt/basketagent" in out or before[1]
     assert "--constraint /opt/basketagent/constraints.txt" in out
     assert "systemctl enable basketagent.service" in out
