@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.detect.preprocess import (
     LETTERBOX_FILL,
@@ -114,3 +116,20 @@ def test_half_step_zero_point_keeps_pixels_apart():
     spec = InputSpec(0, 1, 1, np.dtype(np.uint8), scale=1 / 127.5, zero_point=127)
     table = input_table(spec, (-1.0, 1.0))
     assert table.tolist() == list(range(256))
+
+
+@settings(max_examples=40, deadline=None)
+@given(frame_w=st.integers(8, 400), frame_h=st.integers(8, 400),
+       in_w=st.integers(8, 320), in_h=st.integers(8, 320),
+       box=st.tuples(*[st.floats(0.0, 1.0, allow_nan=False)] * 4))
+def test_letterbox_placement_inverts(frame_w, frame_h, in_w, in_h, box):
+    image = np.zeros((frame_h, frame_w, 3), np.uint8)
+    out, p = fit(image, in_w, in_h, "letterbox")
+    assert out.shape == (in_h, in_w, 3)
+    assert 0 <= p.top and p.top + p.height <= 1 + 1e-9
+    assert 0 <= p.left and p.left + p.width <= 1 + 1e-9
+    y0, y1 = sorted(box[:2])
+    x0, x1 = sorted(box[2:])
+    in_input = np.array([[p.top + y0 * p.height, p.left + x0 * p.width,
+                          p.top + y1 * p.height, p.left + x1 * p.width]])
+    np.testing.assert_allclose(p.to_frame(in_input)[0], [y0, x0, y1, x1], atol=1e-6)
