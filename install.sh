@@ -3,8 +3,10 @@
 # Debian 12+), or set up the development venv on a developer's x86 machine.
 # Run it again at any time: a second run with the same source changes nothing.
 # See deploy/README.md. `./install.sh --help` lists the options.
-set -euo pipefail
+set -Eeuo pipefail
 umask 022
+# Any unexpected failure is exit 1 with where it happened (bad arguments exit 2 earlier).
+trap 'echo "install.sh: error: a command failed (line $LINENO); nothing after it was done" >&2; exit 1' ERR
 
 readonly PROG=install.sh
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -115,6 +115,15 @@ def test_relative_destdir_is_under_the_working_directory(tmp_path: Path) -> None
     assert (tmp_path / "rel/etc/basketagent/agent.toml").is_file()
 
 
+def test_unwritable_destdir_fails_with_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    result = install("--destdir", str(blocker / "root"))
+    assert result.returncode == 1
+    assert "install.sh: error: a command failed" in result.stderr
+    assert blocker.read_text() == "not a directory\n"
+
+
 def test_existing_config_is_never_overwritten(tmp_path: Path) -> None:
     root = tmp_path / "root"
     config = root / "etc/basketagent/agent.toml"
