@@ -44,3 +44,27 @@ def test_raw_step_runs_the_interpreter_on_a_prepared_tensor():
     out = detector.interpreter.get_tensor(detector.interpreter.get_output_details()[0]["index"])
     assert out.size > 0
     detector.close()
+
+
+def test_edge_tpu_rows_when_a_coral_is_usable(tmp_path):
+    from fake_edgetpu import build_fake_edgetpu
+
+    from agent.detect import runtime
+
+    lib = build_fake_edgetpu(tmp_path)
+    inner = runtime.default_delegate_loader(runtime.interpreter_module())
+
+    def loader(library, options):
+        return inner(str(lib), options)
+
+    bundled = paths.bundled_models_dir()
+    # The stand-in delegate runs graphs on the CPU, so the CPU model serves as the Edge TPU one.
+    model = ModelConfig(edgetpu_path=str(bundled / paths.DEMO_MODEL))
+    results = vision.run(quick=True, model=model, delegate_loader=loader)
+    names = [r.name for r in results]
+    assert len(results) == 5 and names[2].startswith("detect fps (edgetpu")
+    assert names[4] == "edge tpu vs cpu detect"
+    assert results[4].baseline == results[0].value and results[4].value == results[2].value
+    without = vision.run(quick=True, model=ModelConfig(edgetpu_path=str(tmp_path / "x.tflite")),
+                         delegate_loader=loader)
+    assert len(without) == 2

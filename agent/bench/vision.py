@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from agent.bench.result import BenchResult
 from agent.config import ModelConfig
-from agent.detect.detector import TfliteDetector, open_detector, probe_accelerator
+from agent.detect.detector import TfliteDetector, model_paths, open_detector, probe_accelerator
+from agent.detect.runtime import DelegateLoader
 
 RESIZED_FROM = (320, 240)  # a webcam-like frame the detector has to resize
 RATIO_GOAL = 0.80
@@ -81,10 +83,10 @@ def best_rates(steps: list[Callable[[int], object]], iterations: int,
     return best
 
 
-def _measure(model: ModelConfig, iterations: int, frame_count: int,
-             label: str) -> tuple[list[BenchResult], float]:
+def _measure(model: ModelConfig, iterations: int, frame_count: int, label: str,
+             delegate_loader: DelegateLoader | None = None) -> tuple[list[BenchResult], float]:
     """Raw vs full at the input size (with the ratio goal) and from 320x240 frames (no goal)."""
-    detector = open_detector(model)
+    detector = open_detector(model, delegate_loader=delegate_loader)
     try:
         info = detector.info
         native = _frames(frame_count, info.input_size)
@@ -107,15 +109,18 @@ def _measure(model: ModelConfig, iterations: int, frame_count: int,
     return results, full
 
 
-def run(quick: bool = False) -> list[BenchResult]:
+def run(quick: bool = False, *, model: ModelConfig | None = None,
+        delegate_loader: DelegateLoader | None = None) -> list[BenchResult]:
+    """The bundled model (or ``model``) on the CPU, and on the Edge TPU when one is usable."""
     iterations = 40 if quick else 400
     frame_count = 4 if quick else 16
-    results, cpu_fps = _measure(ModelConfig(device="cpu"), iterations, frame_count, "cpu")
-    usable, detail = probe_accelerator(ModelConfig(device="edgetpu"))
-    if not usable or "no Edge TPU model" in detail:
+    base = model or ModelConfig()
+    results, cpu_fps = _measure(replace(base, device="cpu"), iterations, frame_count, "cpu")
+    edgetpu = replace(base, device="edgetpu")
+    usable, _ = probe_accelerator(edgetpu, delegate_loader)
+    if not usable or not model_paths(edgetpu)[1].exists():
         return results
-    tpu_results, tpu_fps = _measure(ModelConfig(device="edgetpu"), iterations, frame_count,
-                                    "edgetpu")
+    tpu_results, tpu_fps = _measure(edgetpu, iterations, frame_count, "edgetpu", delegate_loader)
     results.extend(tpu_results)
     results.append(BenchResult(
         name="edge tpu vs cpu detect", value=tpu_fps, unit="fps", baseline=cpu_fps,

@@ -38,6 +38,13 @@ def _bundled(configured: str, name: str) -> Path:
     return Path(configured) if configured else paths.bundled_models_dir() / name
 
 
+def model_paths(model: ModelConfig) -> tuple[Path, Path, Path]:
+    """The CPU model, the Edge TPU model and the labels; empty settings mean the bundled ones."""
+    return (_bundled(model.path, paths.DEMO_MODEL),
+            _bundled(model.edgetpu_path, paths.DEMO_EDGETPU_MODEL),
+            _bundled(model.labels, paths.DEMO_LABELS))
+
+
 class TfliteDetector:
     """One interpreter, built once and reused for every frame."""
 
@@ -168,9 +175,7 @@ def open_detector(model: ModelConfig, *, delegate_loader: DelegateLoader | None 
     """Load the model once; ModelError (2) or AcceleratorError (3) with a fix on failure."""
     module: ModuleType = interpreter_module(importer)
     loader = delegate_loader or default_delegate_loader(module)
-    cpu_path = _bundled(model.path, paths.DEMO_MODEL)
-    edgetpu_path = _bundled(model.edgetpu_path, paths.DEMO_EDGETPU_MODEL)
-    labels_path = _bundled(model.labels, paths.DEMO_LABELS)
+    cpu_path, edgetpu_path, labels_path = model_paths(model)
     delegate, fallback = _choose_device(model, loader, edgetpu_path)
     if delegate is not None:
         file = read_model_file(edgetpu_path)
@@ -208,7 +213,7 @@ def probe_accelerator(model: ModelConfig,
     except AgentError as exc:
         return False, str(exc)
     where = model.edgetpu_device or "first device found"
-    edgetpu_path = _bundled(model.edgetpu_path, paths.DEMO_EDGETPU_MODEL)
+    edgetpu_path = model_paths(model)[1]
     if not edgetpu_path.exists():
         return True, (f"Edge TPU delegate loaded from {edgetpu_library()} ({where}), "
                       f"but no Edge TPU model at {edgetpu_path}; auto will use the CPU model")
