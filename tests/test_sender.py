@@ -464,6 +464,9 @@ def test_stop_returns_promptly_while_the_backend_hangs(backend: ReferenceBackend
         sender.start()
         assert wait_until(lambda: backend.faults.pending() == 0), "request in flight"
         started = time.monotonic()
+        line = sender.status_line()  # what the frame loop asks for: never waits on the network
+        assert time.monotonic() - started < 0.2 and line.startswith("journal 1 pending")
+        started = time.monotonic()
         sender.stop(0.5)
         assert time.monotonic() - started < 1.5
         assert [entry.event.event_id for entry in journal.pending()] == [event.event_id]
