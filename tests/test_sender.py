@@ -302,7 +302,7 @@ def test_retry_after_is_honoured(backend: ReferenceBackend, make_rig: Callable[.
                                  status: int) -> None:
     rig = make_rig(backend.url, backoff_initial_s=1.0, backoff_max_s=2.0)
     rig.append(basket_event())
-    rig.step()  # registers; no basket answer yet
+    rig.step()  # registers and delivers the first event
     backend.inject(BASKET, status, retry_after=120)
     event = basket_event()
     rig.append(event)
@@ -310,6 +310,7 @@ def test_retry_after_is_honoured(backend: ReferenceBackend, make_rig: Callable[.
     due = rig.step()
     assert due >= start + 120.0
     assert rig.sender.status().blocked == "backend down"
+    assert rig.sender.status().last_error == f"backend not answering: HTTP {status}"
     rig.step_at(due - 0.5)
     assert calls(backend, BASKET) == 2 and rig.pending_ids() == [event.event_id]
     rig.step_at(due)

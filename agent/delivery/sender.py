@@ -289,7 +289,7 @@ class Sender:
             now, self._backoff, self._rng, outcome.retry_after_s)
         self._attempts[event.event_id] = attempt
         self._backend_down = True
-        self._last_error = f"backend not answering: {outcome.status or outcome.body_start or 'no answer'}"
+        self._last_error = f"backend not answering: {outcome.error or outcome.status}"
         log.warning("delivery failed; will retry", route=route, event_id=event.event_id,
                     status=outcome.status, attempt=attempt.failures,
                     retry_in_s=round(attempt.next_at - now, 2))
