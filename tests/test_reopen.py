@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from agent.camera.frame import Frame
 from agent.camera.reopen import MAX_BAD_FRAMES, BoundedCaller, ReopeningSource
@@ -84,13 +85,16 @@ def test_non_camera_error_on_reopen_propagates():
 
 
 def test_one_bad_frame_is_skipped():
-    camera = ScriptedCamera([GOOD, None, np.zeros((4, 6), np.uint8),
+    camera = ScriptedCamera([GOOD, None, np.zeros((4, 6), np.uint8), ValueError("bad YUV buffer"),
                              np.zeros((4, 6, 3), np.float32), GOOD])
     sleeps: list[float] = []
     source = make(Opener(camera), sleeps)
     assert source.read().index == 0
-    assert source.read().index == 1
-    assert source.bad_frames == 3 and source.reopens == 0 and sleeps == []
+    with capture_logs() as logs:
+        assert source.read().index == 1
+    assert source.bad_frames == 4 and source.reopens == 0 and sleeps == []
+    errors = [e["error"] for e in logs if e["event"] == "bad camera frame skipped"]
+    assert errors == ["", "", "ValueError: bad YUV buffer", ""]
 
 
 def test_many_bad_frames_in_a_row_reopen_the_camera():
@@ -119,8 +123,8 @@ def test_read_that_never_returns_is_bounded():
 
     def wait(event: threading.Event, timeout: float) -> bool:
         waited.append(timeout)
-        if len(waited) == 1:
-            return False  # the first read times out, without waiting 5 s here
+        if len(waited) == 2:
+            return False  # the first read (after the open) times out, without waiting 5 s
         return event.wait(10)
 
     source = make(Opener(stuck, healthy), [], wait=wait)
@@ -129,7 +133,7 @@ def test_read_that_never_returns_is_bounded():
     finally:
         release.set()
     assert frame.index == 0 and source.reopens == 1
-    assert waited[0] == 5.0
+    assert waited[1] == 5.0 and stuck.closed  # closed on a fresh worker, not behind the stuck one
 
 
 def test_bounded_caller_passes_results_and_errors():
@@ -145,3 +149,35 @@ def test_close_closes_the_camera():
     source = make(Opener(camera), [])
     source.close()
     assert camera.closed
+
+
+def test_open_that_hangs_is_bounded():
+    release = threading.Event()
+    healthy = ScriptedCamera([GOOD])
+    calls = []
+
+    def opener():
+        calls.append(1)
+        if len(calls) == 2:
+            release.wait(30)  # the reopen hangs inside the driver
+        return healthy
+
+    waits = []
+
+    def wait(event, timeout):
+        waits.append(timeout)
+        return len(waits) != 4 and event.wait(10)  # the 2nd open's wait times out
+
+    sleeps: list[float] = []
+    source = ReopeningSource(opener, "cam", backoff_max_s=4.0, read_timeout_s=5.0,
+                             clock=lambda: 0.0, sleep=sleeps.append, wait=wait)
+    healthy.script.insert(0, CameraError("lost"))
+    try:
+        with capture_logs() as logs:
+            frame = source.read()
+    finally:
+        release.set()
+    assert frame.index == 0 and len(calls) == 3 and sleeps == [0.5, 1.0]
+    failed = [e["error"] for e in logs if e["event"] == "camera reopen failed"]
+    assert failed == ["no answer for opening the camera within 5 s (check the camera; "
+                      "raise camera.read_timeout_s if it is slow)"]

@@ -62,7 +62,7 @@ class BoundedCaller:
                 call.error = exc
             call.done.set()
 
-    def call(self, fn: Callable[[], Any]) -> Any:
+    def call(self, fn: Callable[[], Any], what: str = "a frame") -> Any:
         if self._queue is None:
             self._queue = queue.Queue()
             threading.Thread(target=self._worker, args=(self._queue,), name=self._name,
@@ -73,7 +73,7 @@ class BoundedCaller:
             # The worker is stuck inside fn; abandon it and start afresh next time.
             self._queue.put(None)
             self._queue = None
-            raise CameraError(f"no frame within {self.timeout_s:g} s",
+            raise CameraError(f"no answer for {what} within {self.timeout_s:g} s",
                               fix="check the camera; raise camera.read_timeout_s if it is slow")
         if job.error is not None:
             raise job.error
@@ -113,7 +113,7 @@ class ReopeningSource:
         self.reopens = 0
         self.bad_frames = 0
         # The first open is not retried: a camera missing at start is an error to report.
-        self._source: FrameSource | None = opener()
+        self._source: FrameSource | None = self._reader.call(opener, "opening the camera")
 
     def read(self) -> Frame:
         while True:
@@ -125,6 +125,9 @@ class ReopeningSource:
             except CameraError as exc:
                 self._failed(str(exc))
                 continue
+            except Exception as exc:  # noqa: BLE001 - a frame that fails to convert is one bad frame
+                self._bad_frame(None, error=f"{type(exc).__name__}: {exc}")
+                continue
             if frame is None or not _is_good(frame):
                 self._bad_frame(frame)
                 continue
@@ -133,11 +136,11 @@ class ReopeningSource:
             self._index += 1
             return out
 
-    def _bad_frame(self, frame: Frame | None) -> None:
+    def _bad_frame(self, frame: Frame | None, error: str = "") -> None:
         self.bad_frames += 1
         self._bad_in_row += 1
         shape = None if frame is None else getattr(frame.image, "shape", None)
-        log.warning("bad camera frame skipped", source=self.name, shape=shape,
+        log.warning("bad camera frame skipped", source=self.name, shape=shape, error=error,
                     in_a_row=self._bad_in_row)
         if self._bad_in_row >= MAX_BAD_FRAMES:
             self._failed(f"{self._bad_in_row} bad frames in a row")
@@ -154,7 +157,7 @@ class ReopeningSource:
             return
         try:
             # Bounded too: closing a wedged camera can block like reading it.
-            self._reader.call(source.close)
+            self._reader.call(source.close, "closing the camera")
         except Exception as exc:  # noqa: BLE001 - a failing close must not stop the reopen
             log.warning("camera close failed", source=self.name, error=str(exc))
 
@@ -165,7 +168,7 @@ class ReopeningSource:
             self._sleep(delay)
             attempt += 1
             try:
-                source = self._opener()
+                source = self._reader.call(self._opener, "opening the camera")
             except CameraError as exc:
                 log.warning("camera reopen failed", source=self.name, attempt=attempt,
                             error=str(exc), next_delay_s=min(delay * 2, self._backoff_max_s))
