@@ -179,5 +179,5 @@ def test_open_that_hangs_is_bounded():
         release.set()
     assert frame.index == 0 and len(calls) == 3 and sleeps == [0.5, 1.0]
     failed = [e["error"] for e in logs if e["event"] == "camera reopen failed"]
-    assert failed == ["no answer for opening the camera within 5 s (check the camera; "
-                      "raise camera.read_timeout_s if it is slow)"]
+    assert len(failed) == 1
+    assert failed[0].startswith("no answer for opening the camera within 5 s")
