@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sender_support import SteppedClock, make_config, make_event
 
 from agent.basket.event import ROUTE_BASKET, ROUTE_PENDING, ROUTES
 from agent.delivery.client import BackendClient
@@ -22,7 +23,6 @@ from agent.delivery.identity import IdentityStore
 from agent.delivery.journal import Journal
 from agent.delivery.sender import Sender
 from agent.devserver import ReferenceBackend
-from sender_support import SteppedClock, make_config, make_event
 
 PATHS = {ROUTE_BASKET: "/api/basket", ROUTE_PENDING: "/api/pending-items"}
 FAULTS = ("500", "503", "408", "429-retry-after", "dropped")
