@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -20,8 +20,8 @@ from agent import __version__
 from agent.clock import utc_iso
 from agent.config import Config
 from agent.delivery.backoff import Attempt, Backoff
-from agent.delivery.client import REFUSED
-from agent.delivery.identity import same_backend
+from agent.delivery.client import REFUSED, BackendClient
+from agent.delivery.identity import Identity, same_backend
 from agent.errors import OperationalError
 
 log = structlog.get_logger(__name__)
@@ -30,15 +30,15 @@ PAIRING_REMINDER_S = 300.0
 
 
 class IdentityStoreLike(Protocol):
-    def load(self) -> Any: ...
+    def load(self) -> Identity | None: ...
 
-    def save(self, identity: Any) -> None: ...
+    def save(self, identity: Identity) -> None: ...
 
 
 class Registrar:
     """Holds the current identity and registers a new one when due or told to."""
 
-    def __init__(self, client: Any, store: IdentityStoreLike, config: Config, *,
+    def __init__(self, client: BackendClient, store: IdentityStoreLike, config: Config, *,
                  rng: random.Random, wall_clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._store = store
@@ -52,7 +52,7 @@ class Registrar:
         self.last_error = ""
         # Counts registrations made by this process (a stored identity is not one).
         self.registrations = 0
-        self.identity: Any = store.load()
+        self.identity: Identity | None = store.load()
         if self.identity is not None and not same_backend(self.identity.backend_url,
                                                           config.backend.url):
             log.warning("stored identity belongs to another backend; registering again",
@@ -109,8 +109,7 @@ class Registrar:
                   path=self._config.backend.register_path, attempt=self._attempt.failures,
                   retry_in_s=round(self._attempt.next_at - now, 1))
             return False
-        result = result.identity(self._config.backend.url, utc_iso(self._wall_clock()))
-        self.identity = result
+        self.identity = result.identity(self._config.backend.url, utc_iso(self._wall_clock()))
         self.registrations += 1
         self._attempt = Attempt()
         self.last_error = ""
@@ -131,6 +130,7 @@ class Registrar:
 
     def _save(self) -> None:
         """Persist the identity; a full or read-only disk must not stop delivery."""
+        assert self.identity is not None
         try:
             self._store.save(self.identity)
         except OperationalError as exc:
@@ -145,7 +145,7 @@ class Registrar:
 
     def _announce(self, now: float) -> None:
         self._remind_at = now + PAIRING_REMINDER_S
-        if self.identity.paired:
+        if self.identity is None or self.identity.paired:
             return
         log.warning("device not paired: enter this code in the basket web app",
                     code=self.identity.code, device_id=self.identity.device_id)

@@ -39,9 +39,10 @@ import structlog
 from agent.basket.event import ROUTE_BASKET, ROUTE_PENDING, ROUTES, ProductEvent
 from agent.config import Config
 from agent.delivery.backoff import Attempt, Backoff
-from agent.delivery.client import Outcome, OutcomeKind, event_payload
+from agent.delivery.client import BackendClient, Outcome, OutcomeKind, event_payload
+from agent.delivery.journal import Journal
 from agent.delivery.live_status import live_status_path, write_live_status
-from agent.delivery.registration import Registrar
+from agent.delivery.registration import IdentityStoreLike, Registrar
 from agent.errors import AgentError, BackendConfigFault
 
 log = structlog.get_logger(__name__)
@@ -74,7 +75,8 @@ class SenderStatus:
 
 
 class Sender:
-    def __init__(self, journal: Any, client: Any, identity_store: Any, config: Config, *,
+    def __init__(self, journal: Journal, client: BackendClient,
+                 identity_store: IdentityStoreLike, config: Config, *,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None, wait: Wait | None = None,
                  live_status: Path | None = None) -> None:
@@ -230,6 +232,8 @@ class Sender:
             if attempt is not None and not attempt.due(now):
                 return attempt.next_at
             identity = self._registrar.identity
+            if identity is None:
+                return now
             outcome = self._client.send(route, event_payload(event, identity.device_id),
                                         event.event_id)
             now = self._clock()
