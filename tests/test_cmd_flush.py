@@ -106,3 +106,18 @@ def test_flush_as_a_real_process(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("basketagent:")]
     assert errors == [line for line in errors if "2 events still journaled: backend down" in line]
     assert len(errors) == 1
+
+
+def test_flush_names_a_config_fault(tmp_path: Path, backend: ReferenceBackend,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    journal_events(state, basket_event())
+    config = tmp_path / "agent.toml"
+    config.write_text('[backend]\nbasket_path = "/api/baskets"\n')
+    assert main(["flush", "--config", str(config), "--state-dir", str(state),
+                 "--backend", backend.url]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("basketagent: error: 1 event still journaled: config fault: the backend "
+                          "refuses POST /api/baskets (HTTP 404) even for a freshly registered "
+                          "device: check backend.basket_path")
+    assert pending_count(state) == 1

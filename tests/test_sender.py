@@ -505,3 +505,42 @@ def test_drain_after_stop_returns_at_once(backend: ReferenceBackend,
     started = rig.clock()
     assert rig.sender.drain(30.0) is False
     assert rig.clock() == started and backend.calls == []
+
+
+class FailsOnce:
+    """The real journal, except that its first ``pending`` call hits a bug."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self.failed = False
+
+    def pending(self, route: str | None = None, limit: int = 100) -> list[Any]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in a delivery round")
+        return self._journal.pending(route, limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+
+def test_the_thread_outlives_an_unexpected_error(backend: ReferenceBackend,
+                                                 tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state", backend.url, backoff_initial_s=0.01,
+                         backoff_max_s=0.05)
+    journal = Journal.open(config.state_dir, config.journal)
+    client = BackendClient(config.backend, config.delivery)
+    flaky = FailsOnce(journal)
+    sender = Sender(flaky, client, IdentityStore(config.state_dir), config)  # type: ignore[arg-type]
+    try:
+        journal.append(basket_event())
+        with capture_logs() as logs:
+            sender.start()
+            assert wait_until(lambda: journal.stats().pending == 0)
+        assert flaky.failed
+        assert any(entry["log_level"] == "error" and "unexpectedly" in entry["event"]
+                   for entry in logs)
+    finally:
+        sender.stop(2.0)
+        client.close()
+        journal.close()
