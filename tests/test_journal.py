@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from journal_support import Clock, FlakyOps, event, open_journal, pending_ids, segments
 from structlog.testing import capture_logs
 
 from agent.config import JournalConfig
 from agent.delivery import journal as journal_mod
 from agent.delivery.journal import BODY_MAX
 from agent.errors import JournalBusyError, JournalError
-from journal_support import Clock, FlakyOps, event, open_journal, pending_ids, segments
 
 
 def test_pending_is_oldest_first_per_route_and_overall(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from journal_support import open_journal
 
 ROUNDS = 250
@@ -99,7 +98,7 @@ class Model:
         self.route_of: dict[str, str] = {}
         self.dead: list[str] = []
 
-    def copy(self) -> "Model":
+    def copy(self) -> Model:
         other = Model()
         other.routes = {r: list(ids) for r, ids in self.routes.items()}
         other.route_of = dict(self.route_of)
@@ -176,10 +175,9 @@ def _journal_state(state: Path) -> tuple[tuple[dict[str, list[str]], list[str]],
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_confirmed(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    server = subprocess.Popen(
-        [sys.executable, "-c", FORK_SERVER, str(SEGMENT_BYTES)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=open(tmp_path / "server.err", "wb"))
+    with open(tmp_path / "server.err", "wb") as errors:
+        server = subprocess.Popen([sys.executable, "-c", FORK_SERVER, str(SEGMENT_BYTES)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
     rng = random.Random(2026)
     model = Model()
     lost_before = 0

@@ -7,15 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from journal_support import event, open_journal, pending_ids, segments
 from structlog.testing import capture_logs
 
 from agent.delivery import journal_records as rec
-from journal_support import event, open_journal, pending_ids, segments
 
 N_EVENTS = 40
 
 
-def _written(tmp_path: Path, n: int = N_EVENTS, **kwargs) -> tuple[Path, list[rec.Record]]:
+def _written(tmp_path: Path, n: int = N_EVENTS,
+             **kwargs) -> tuple[Path, list[tuple[int, int, rec.Rec]]]:
     """A journal holding n events in one segment, and the records of that segment."""
     state = tmp_path / "pristine"
     with open_journal(state, **kwargs) as j:
@@ -30,9 +31,8 @@ def _copy(state: Path, target: Path) -> Path:
     return target
 
 
-def _event_spans(records: list[rec.Record]) -> list[tuple[int, int, str]]:
-    return [(r.offset, r.offset + r.size, r.payload["id"]) for r in records
-            if r.payload["k"] == "event"]
+def _event_spans(records: list[tuple[int, int, rec.Rec]]) -> list[tuple[int, int, str]]:
+    return [(offset, offset + size, r.id) for offset, size, r in records if r.kind == rec.EVENT]
 
 
 def _aside(state: Path) -> list[Path]:
@@ -50,7 +50,7 @@ def test_truncation_at_many_offsets_keeps_every_whole_record(tmp_path: Path) -> 
         state = _copy(pristine, tmp_path / f"cut{cut}")
         segment = segments(state)[0]
         segment.write_bytes(data[:cut])
-        on_boundary = cut == 0 or any(end == cut for _, end, _ in spans) or cut == records[0].size
+        on_boundary = cut in (0, records[0][1]) or any(end == cut for _, end, _ in spans)
         with open_journal(state) as j:
             assert pending_ids(j) == [eid for _, end, eid in spans if end <= cut], cut
             assert j.stats().lost_records == (0 if on_boundary else 1), cut
@@ -114,8 +114,8 @@ def test_damage_in_an_older_segment_leaves_later_ones_whole(tmp_path: Path) -> N
     files = segments(state)
     assert len(files) >= 3
     middle = files[1]
-    middle_ids = {r.payload["id"] for r in rec.scan(middle.read_bytes()).records
-                  if r.payload["k"] == "event"}
+    middle_ids = {r.id for _, _, r in rec.scan(middle.read_bytes()).records
+                  if r.kind == rec.EVENT}
     middle.write_bytes(bytes(100) + middle.read_bytes()[100:])
     with open_journal(state, segment_bytes=2048) as j:
         ids = pending_ids(j)
@@ -130,7 +130,7 @@ def test_read_only_counts_damage_but_moves_nothing(tmp_path: Path) -> None:
     state = _copy(pristine, tmp_path / "ro")
     segment = segments(state)[0]
     damaged = bytearray(segment.read_bytes())
-    damaged[records[3].offset + 12] ^= 0x40
+    damaged[records[3][0] + 12] ^= 0x40
     segment.write_bytes(bytes(damaged))
     reader = open_journal(state, read_only=True)
     assert reader.stats().lost_records == 1
@@ -141,7 +141,7 @@ def test_read_only_counts_damage_but_moves_nothing(tmp_path: Path) -> None:
 
 def test_read_only_ignores_a_write_in_progress_at_the_tail(tmp_path: Path) -> None:
     """status reads while the service appends: a half-written last record is not a loss."""
-    pristine, records = _written(tmp_path)
+    pristine, _ = _written(tmp_path)
     state = _copy(pristine, tmp_path / "ro")
     segment = segments(state)[0]
     segment.write_bytes(segment.read_bytes()[:-10])
@@ -166,23 +166,23 @@ def test_garbage_and_stray_files(tmp_path: Path) -> None:
     assert (directory / "notes.txt").read_text() == "ignored"
 
 
-@pytest.mark.parametrize("kind", ["ack", "dead"])
+@pytest.mark.parametrize("kind", [rec.ACK, rec.DEAD])
 def test_a_lost_ack_or_dead_record_brings_the_event_back_not_loses_it(tmp_path: Path,
-                                                                     kind: str) -> None:
+                                                                     kind: int) -> None:
     state = tmp_path / "state"
     with open_journal(state) as j:
         for i in range(3):
             j.append(event(i))
-        if kind == "ack":
+        if kind == rec.ACK:
             j.ack(event(1).event_id)
         else:
             j.dead_letter(event(1).event_id, 422, "", "refused")
         j.append(event(3))
     segment = segments(state)[0]
     records = rec.scan(segment.read_bytes()).records
-    [target] = [r for r in records if r.payload["k"] == kind]
+    [offset] = [offset for offset, _, r in records if r.kind == kind]
     data = bytearray(segment.read_bytes())
-    data[target.offset + rec.HEADER_SIZE + 3] ^= 0x01
+    data[offset + rec.HEADER_SIZE + 3] ^= 0x01
     segment.write_bytes(bytes(data))
     with open_journal(state) as j:
         assert pending_ids(j) == [event(i).event_id for i in range(4)]  # at-least-once

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from journal_support import ENOSPC, FlakyOps, event, open_journal, pending_ids, segments
 
 from agent.errors import JournalError
-from journal_support import ENOSPC, FlakyOps, event, open_journal, pending_ids, segments
 
 
 @pytest.fixture
@@ -27,14 +27,15 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     if shutil.which("mount") is None:
         pytest.skip("no mount command")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs",
-                           str(mount_point)], capture_output=True, timeout=30)
+                           str(mount_point)], check=False, capture_output=True, timeout=30)
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root); the seam tests below cover it")
     try:
         yield mount_point
     finally:
         # lazily: a failed test may still hold files open on it
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+        subprocess.run(["umount", "-l", str(mount_point)], check=False, capture_output=True,
+                       timeout=30)
 
 
 def test_a_really_full_filesystem(tiny_fs: Path) -> None:

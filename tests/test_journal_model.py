@@ -14,10 +14,10 @@ from pathlib import Path
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from journal_support import Clock, event, open_journal
 
 from agent.config import JournalConfig
 from agent.errors import JournalError
-from journal_support import Clock, event, open_journal
 
 MAX_AGE = 100.0
 

@@ -45,32 +45,29 @@ work again when space returns.
 from __future__ import annotations
 
 import errno
-import fcntl
 import heapq
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import structlog
 
 from agent.basket.event import ProductEvent
 from agent.config import JournalConfig
 from agent.delivery import journal_records as rec
-from agent.delivery.journal_index import Index, Item
+from agent.delivery.journal_index import Item
+from agent.delivery.journal_load import Loaded, load, lock
+from agent.delivery.journal_records import Rec
 from agent.delivery.journal_segments import (
     ActiveSegment,
     FileOps,
-    finish_interrupted_repairs,
-    list_segments,
-    read_whole,
-    replace_damaged,
     segment_name,
 )
-from agent.errors import JournalBusyError, JournalError
+from agent.errors import JournalError
 from agent.fsutil import fsync_dir
 
 log = structlog.get_logger(__name__)
@@ -79,7 +76,6 @@ ACK_SYNC_EVERY = 32
 ACK_SYNC_S = 1.0
 SEGMENT_BYTES = 4 << 20
 BODY_MAX = 500
-LOCK_NAME = "LOCK"
 
 
 @dataclass(frozen=True)
@@ -114,18 +110,10 @@ class JournalStats:
     dead_dropped: int = 0
 
 
-@dataclass
-class _Opened:
-    index: Index = field(default_factory=Index)
-    fds: dict[int, int] = field(default_factory=dict)
-    sizes: dict[int, int] = field(default_factory=dict)
-    lost_now: int = 0
-
-
 class Journal:
     """Append-only, CRC-framed, segment-file journal. Thread-safe: one lock around everything."""
 
-    def __init__(self, directory: Path, config: JournalConfig, opened: _Opened, *,
+    def __init__(self, directory: Path, config: JournalConfig, opened: Loaded, *,
                  wall_clock: Callable[[], float], clock: Callable[[], float], read_only: bool,
                  ops: FileOps, segment_bytes: int, lock_fd: int | None) -> None:
         self.directory = directory
@@ -151,7 +139,7 @@ class Journal:
     def open(cls, state_dir: Path, config: JournalConfig, *,
              wall_clock: Callable[[], float] = time.time, read_only: bool = False,
              clock: Callable[[], float] = time.monotonic, ops: FileOps | None = None,
-             segment_bytes: int = SEGMENT_BYTES) -> "Journal":
+             segment_bytes: int = SEGMENT_BYTES) -> Journal:
         """Open (creating unless read-only) ``state_dir/journal`` and rebuild the index.
 
         ``clock`` (monotonic) paces the ack syncs; ``ops`` is the seam under every
@@ -160,13 +148,13 @@ class Journal:
         directory = Path(state_dir) / "journal"
         ops = ops or FileOps()
         if read_only:
-            opened = _load(directory, repair=False) if directory.is_dir() else _Opened()
+            opened = load(directory, repair=False)
             return cls(directory, config, opened, wall_clock=wall_clock, clock=clock,
                        read_only=True, ops=ops, segment_bytes=segment_bytes, lock_fd=None)
-        lock_fd = _lock(directory)
+        lock_fd = lock(directory)
         journal = None
         try:
-            opened = _load(directory, repair=True)
+            opened = load(directory, repair=True)
             journal = cls(directory, config, opened, wall_clock=wall_clock, clock=clock,
                           read_only=False, ops=ops, segment_bytes=segment_bytes,
                           lock_fd=lock_fd)
@@ -188,10 +176,12 @@ class Journal:
                 self._active = ActiveSegment(self.directory, numbers[-1], self._ops,
                                              create=False)
                 self._fds.setdefault(numbers[-1], _open_read(self._active.path))
+            assert self._active is not None
             if self._active.size == 0:
                 self._commit([self._index.counters.meta()], sync=True, may_roll=False)
             if lost_now:
-                self._commit([{"k": rec.KIND_LOST, "n": lost_now}], sync=True, may_roll=False)
+                self._commit([rec.make(rec.LOST, tail={"n": lost_now})], sync=True,
+                             may_roll=False)
         except OSError as exc:
             raise _write_error(exc, self.directory) from exc
 
@@ -208,7 +198,7 @@ class Journal:
                 return
             now = self._wall()
             records = self._expiry_records(now)
-            leaving = {r["id"] for r in records}
+            leaving = {r.id for r in records}
             over = len(index.pending) - len(leaving) + 1 - self.config.max_events
             if over > 0 and self.config.full_policy == "reject_new":
                 if records:
@@ -221,13 +211,14 @@ class Journal:
             if over > 0:
                 victims = list(_take(self._oldest_first(leaving), over))
                 for item in victims:
-                    self._add_dead(records, item, 0, "", "overflow", now)
+                    self._add_dead(records, item, 0, "", "overflow", now, rec.OVERFLOW)
                 log.error("journal full: oldest events moved to dead letters",
                           count=len(victims), max_events=self.config.max_events,
                           event_ids=[item.event_id for item in victims[:5]])
             records += self._drop_records(records)
-            records.append({"k": rec.KIND_EVENT, "id": event.event_id, "r": event.route,
-                            "seq": self._next_seq(records), "at": now, "e": event.to_dict()})
+            records.append(rec.make(rec.EVENT, id=event.event_id, route=event.route,
+                                    seq=self._next_seq(records), at=now,
+                                    tail={"e": event.to_dict()}))
             self._commit(records, sync=True)
 
     def pending(self, route: str | None = None, limit: int = 100) -> list[JournalEntry]:
@@ -243,9 +234,7 @@ class Journal:
                 source = self._oldest_first(set())
             entries = []
             for item in _take(source, max(0, limit)):
-                payload = self._payload(item)
-                entries.append(JournalEntry(item.seq, ProductEvent.from_dict(payload["e"]),
-                                            item.at))
+                entries.append(JournalEntry(item.seq, self._event(item), item.at))
             return entries
 
     def ack(self, event_id: str) -> None:
@@ -255,7 +244,7 @@ class Journal:
             if event_id not in self._index.pending and event_id not in self._index.dead:
                 log.debug("ack for an event not in the journal", event_id=event_id)
                 return
-            self._commit([{"k": rec.KIND_ACK, "id": event_id}], sync=False)
+            self._commit([rec.make(rec.ACK, id=event_id)], sync=False)
             if self._unsynced_acks == 0:
                 self._unsynced_since = self._clock()
             self._unsynced_acks += 1
@@ -273,7 +262,7 @@ class Journal:
                 log.warning("dead letter for an event not pending", event_id=event_id,
                             reason=reason)
                 return
-            records: list[dict[str, Any]] = []
+            records: list[Rec] = []
             self._add_dead(records, item, status, body, reason, self._wall())
             self._commit(records + self._drop_records(records), sync=True)
 
@@ -282,12 +271,10 @@ class Journal:
             self._open_or_raise()
             letters = []
             for item in self._index.dead.values():
-                payload = self._payload(item)
-                letters.append(DeadLetter(ProductEvent.from_dict(payload["e"]),
-                                          int(payload.get("status", 0)),
-                                          str(payload.get("body", "")),
-                                          str(payload.get("reason", "")),
-                                          float(payload.get("when", 0.0))))
+                data = self._tail(item)
+                letters.append(DeadLetter(self._event(item, data), int(data.get("status", 0)),
+                                          str(data.get("body", "")), str(data.get("reason", "")),
+                                          float(data.get("when", 0.0))))
             return letters
 
     def requeue(self, event_ids: list[str] | None = None) -> int:
@@ -305,16 +292,16 @@ class Journal:
             if not targets:
                 return 0
             now = self._wall()
-            records: list[dict[str, Any]] = []
+            records: list[Rec] = []
             for item in targets:
-                records.append({"k": rec.KIND_REQUEUE, "id": item.event_id, "r": item.route,
-                                "seq": self._next_seq(records), "at": now,
-                                "e": self._payload(item)["e"]})
+                records.append(rec.make(rec.REQUEUE, id=item.event_id, route=item.route,
+                                        seq=self._next_seq(records), at=now,
+                                        tail={"e": self._tail(item)["e"]}))
             over = len(index.pending) + len(records) - self.config.max_events
             if over > 0:
-                requeued = {r["id"] for r in records}
+                requeued = {r.id for r in records}
                 for victim in list(_take(self._oldest_first(requeued), over)):
-                    self._add_dead(records, victim, 0, "", "overflow", now)
+                    self._add_dead(records, victim, 0, "", "overflow", now, rec.OVERFLOW)
             self._commit(records + self._drop_records(records), sync=True)
             log.info("dead letters requeued", count=len(targets))
             return len(targets)
@@ -347,7 +334,7 @@ class Journal:
             finally:
                 self._release()
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -355,7 +342,7 @@ class Journal:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _commit(self, records: list[dict[str, Any]], *, sync: bool,
+    def _commit(self, records: list[Rec], *, sync: bool,
                 may_roll: bool = True) -> None:
         frames = [rec.encode(r) for r in records]
         data = b"".join(frames)
@@ -421,7 +408,7 @@ class Journal:
             oldest = min(self._sizes)
             if oldest == active.number:
                 return
-            live_count, live_bytes = self._index.live.get(oldest, [0, 0])
+            live_count = self._index.live.get(oldest, [0, 0])[0]
             total = sum(self._sizes.values())
             if live_count and total <= 2 * self._index.live_bytes() + 2 * self._segment_bytes:
                 return
@@ -438,11 +425,8 @@ class Journal:
         index = self._index
         items = [i for i in index.pending.values() if i.segment == number]
         items += [i for i in index.dead.values() if i.segment == number]
-        records = []
-        for item in items:
-            payload = dict(self._payload(item))
-            payload["c"] = 1
-            records.append(payload)
+        records = [self._record(item) for item in items]
+        records = [r._replace(flags=r.flags | rec.COPY) for r in records]
         self._commit(records, sync=True, may_roll=False)
         log.info("journal compaction copied live records forward", segment=number,
                  records=len(records))
@@ -471,13 +455,13 @@ class Journal:
 
     # -- bounds ----------------------------------------------------------------------------
 
-    def _expiry_records(self, now: float) -> list[dict[str, Any]]:
+    def _expiry_records(self, now: float) -> list[Rec]:
         cutoff = now - self.config.max_age_s
-        records: list[dict[str, Any]] = []
+        records: list[Rec] = []
         for item in self._oldest_first(set()):
             if item.at >= cutoff:
                 break  # appended_at rises with seq unless the wall clock was set back
-            self._add_dead(records, item, 0, "", "expired", now)
+            self._add_dead(records, item, 0, "", "expired", now, rec.EXPIRED)
         if records:
             log.error("events older than journal.max_age_s moved to dead letters",
                       count=len(records), max_age_s=self.config.max_age_s)
@@ -488,30 +472,31 @@ class Journal:
         if records:
             self._commit(records + self._drop_records(records), sync=True)
 
-    def _drop_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _drop_records(self, records: list[Rec]) -> list[Rec]:
         """Drops of the oldest dead letters so the store stays within max_dead_letters."""
-        new_dead = [r["id"] for r in records if r["k"] == rec.KIND_DEAD]
-        requeued = {r["id"] for r in records if r["k"] == rec.KIND_REQUEUE}
-        old_dead = [i for i in self._index.dead if i not in requeued] if requeued else self._index.dead
+        new_dead = [r.id for r in records if r.kind == rec.DEAD]
+        requeued = {r.id for r in records if r.kind == rec.REQUEUE}
+        old_dead = [i for i in self._index.dead if i not in requeued]
         excess = len(old_dead) + len(new_dead) - self.config.max_dead_letters
         if excess <= 0:
             return []
         victims = list(_take(_chain(old_dead, new_dead), excess))
         log.error("dead letters over journal.max_dead_letters: oldest dropped",
                   count=len(victims), max_dead_letters=self.config.max_dead_letters)
-        return [{"k": rec.KIND_DROP, "id": event_id} for event_id in victims]
+        return [rec.make(rec.DROP, id=event_id) for event_id in victims]
 
-    def _add_dead(self, records: list[dict[str, Any]], item: Item, status: int, body: str,
-                  reason: str, now: float) -> None:
+    def _add_dead(self, records: list[Rec], item: Item, status: int, body: str, reason: str,
+                  now: float, flags: int = 0) -> None:
         """Add a record moving ``item`` to the dead letters to this batch."""
-        records.append({"k": rec.KIND_DEAD, "id": item.event_id, "r": item.route,
-                        "seq": self._next_seq(records), "at": item.at, "when": now,
-                        "status": int(status), "body": str(body)[:BODY_MAX], "reason": reason,
-                        "e": self._payload(item)["e"]})
+        tail = {"e": self._tail(item)["e"], "status": int(status),
+                "body": str(body)[:BODY_MAX], "reason": reason, "when": now}
+        records.append(rec.make(rec.DEAD, id=item.event_id, route=item.route,
+                                seq=self._next_seq(records), at=item.at, flags=flags,
+                                tail=tail))
 
-    def _next_seq(self, records: list[dict[str, Any]]) -> int:
+    def _next_seq(self, records: list[Rec]) -> int:
         """The seq after those already handed out in this batch of records."""
-        seqs = [r["seq"] for r in records if "seq" in r]
+        seqs = [r.seq for r in records if r.kind in rec.DEFINING]
         return max(seqs) + 1 if seqs else self._index.counters.next_seq
 
     def _oldest_first(self, skip: set[str]) -> Iterator[Item]:
@@ -521,7 +506,7 @@ class Journal:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _payload(self, item: Item) -> dict[str, Any]:
+    def _record(self, item: Item) -> Rec:
         fd = self._fds.get(item.segment)
         try:
             if fd is None:
@@ -531,12 +516,32 @@ class Journal:
             raise JournalError(f"journal read failed: {exc}",
                                fix=f"check the filesystem holding {self.directory}") from exc
         found = rec.decode_at(data, 0)
-        if found is None:
+        if found is None or found[0].id != item.event_id:
             raise JournalError(
                 f"journal record changed on disk since it was read ({segment_name(item.segment)}"
                 f" at {item.offset})",
                 fix="restart the agent: opening moves the damaged part aside")
         return found[0]
+
+    def _tail(self, item: Item) -> dict[str, Any]:
+        """The JSON tail of an item's defining record, which always holds the event as "e"."""
+        record = self._record(item)
+        try:
+            data = record.data()
+            if not isinstance(data.get("e"), dict):
+                raise TypeError("no event in the record")
+        except (ValueError, TypeError) as exc:
+            raise JournalError(f"journal record for {item.event_id} unreadable: {exc}",
+                               fix="requeue or remove it; report this as a bug") from exc
+        return data
+
+    def _event(self, item: Item, data: dict[str, Any] | None = None) -> ProductEvent:
+        data = self._tail(item) if data is None else data
+        try:
+            return ProductEvent.from_dict(data["e"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JournalError(f"journal record for {item.event_id} holds no valid event: "
+                               f"{exc!r}", fix="report this as a bug") from exc
 
     # -- state -----------------------------------------------------------------------------
 
@@ -563,76 +568,6 @@ class Journal:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _lock(directory: Path) -> int:
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise JournalError(f"cannot create the journal in {directory}: {exc.strerror}",
-                           fix="check the state directory's owner and free space") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        os.close(fd)
-        raise JournalBusyError("another basketagent holds the journal: stop the service first",
-                               fix="systemctl stop basketagent") from exc
-    except OSError as exc:
-        os.close(fd)
-        raise JournalError(f"cannot lock the journal in {directory}: {exc.strerror}",
-                           fix="check the state directory's filesystem") from exc
-    return fd
-
-
-def _load(directory: Path, *, repair: bool) -> _Opened:
-    """Scan every segment into a fresh index; with ``repair``, move damage aside."""
-    opened = _Opened()
-    try:
-        if repair:
-            finish_interrupted_repairs(directory)
-        numbers = list_segments(directory)
-        for position, number in enumerate(numbers):
-            path = directory / segment_name(number)
-            try:
-                data = read_whole(path)
-                fd = _open_read(path)
-            except FileNotFoundError:
-                continue  # deleted by the running service's compaction while we listed
-            scan = rec.scan(data)
-            last = position == len(numbers) - 1
-            if scan.damage and not (not repair and last and scan.torn_tail_only):
-                opened.lost_now += scan.lost_records
-                _report_damage(path, scan, last)
-                if repair:
-                    os.close(fd)
-                    intact = b"".join(data[r.offset:r.offset + r.size] for r in scan.records)
-                    aside = replace_damaged(directory, number, intact)
-                    log.error("damaged journal segment moved aside; intact records kept",
-                              segment=path.name, moved_to=aside.name)
-                    scan = rec.scan(intact)
-                    data = intact
-                    fd = _open_read(path)
-            opened.fds[number] = fd
-            opened.sizes[number] = len(data)
-            for record in scan.records:
-                opened.index.apply(record.payload, number, record.offset, record.size)
-    except OSError as exc:
-        for fd in opened.fds.values():
-            os.close(fd)
-        raise JournalError(f"cannot read the journal in {directory}: {exc.strerror or exc}",
-                           fix="check the filesystem holding the state directory") from exc
-    opened.index.finish_replay()
-    if opened.lost_now and not repair:
-        opened.index.counters.lost += opened.lost_now
-    return opened
-
-
-def _report_damage(path: Path, scan: rec.Scan, last: bool) -> None:
-    log.error("journal damage found: records lost", segment=path.name,
-              lost_records=scan.lost_records, damaged_bytes=sum(d.end - d.start for d in scan.damage),
-              stretches=len(scan.damage), torn_tail=last and scan.torn_tail_only,
-              kept_records=len(scan.records))
 
 
 def _open_read(path: Path) -> int:

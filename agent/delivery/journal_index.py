@@ -7,22 +7,25 @@ event itself is read back from the file when asked for, so 100,000 pending
 events cost a few tens of MB, not hundreds.
 
 Replay is idempotent: a record applied twice (a compaction copy next to the
-original a crash left behind) yields the same state.
+original a crash left behind) yields the same state. While replaying, only the
+id maps are kept; the per-route queues and per-segment counts are built once
+at the end, which keeps opening fast.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import json
 from dataclasses import dataclass
-from typing import Any
+from operator import attrgetter
 
 from agent.delivery import journal_records as rec
+from agent.delivery.journal_records import Rec
 
 
 class Item:
     """A pending event or a dead letter: identity, order key, age, and its record's place."""
 
-    __slots__ = ("event_id", "route", "seq", "at", "segment", "offset", "size")
+    __slots__ = ("at", "event_id", "offset", "route", "segment", "seq", "size")
 
     def __init__(self, event_id: str, route: str, seq: int, at: float, segment: int,
                  offset: int, size: int) -> None:
@@ -43,122 +46,131 @@ class Counters:
     lost: int = 0
     dropped: int = 0
 
-    def meta(self) -> dict[str, Any]:
-        return {"k": rec.KIND_META, "v": 1, "next_seq": self.next_seq,
-                "overflowed": self.overflowed, "expired": self.expired, "lost": self.lost,
-                "dropped": self.dropped}
+    def meta(self) -> Rec:
+        return rec.make(rec.META, seq=self.next_seq, tail={
+            "v": 1, "overflowed": self.overflowed, "expired": self.expired,
+            "lost": self.lost, "dropped": self.dropped})
+
+    def restore(self, record: Rec) -> None:
+        """Absolute figures as of a segment's start: they outlive the older segments."""
+        try:
+            data = record.data()
+            self.overflowed = int(data.get("overflowed", self.overflowed))
+            self.expired = int(data.get("expired", self.expired))
+            self.lost = int(data.get("lost", self.lost))
+            self.dropped = int(data.get("dropped", self.dropped))
+        except (ValueError, TypeError):
+            pass  # counters are reporting, not data: keep what replay had so far
 
 
 class Index:
     def __init__(self) -> None:
-        self.routes: dict[str, OrderedDict[str, Item]] = {}
         self.pending: dict[str, Item] = {}
-        self.dead: OrderedDict[str, Item] = OrderedDict()
+        self.dead: dict[str, Item] = {}  # oldest first
+        self.routes: dict[str, dict[str, Item]] = {}  # per route, oldest first
         self.counters = Counters()
-        # segment -> [live items defined there, their bytes]
-        self.live: dict[int, list[int]] = {}
-
-    # -- queries ---------------------------------------------------------------------------
-
-    def oldest_pending(self) -> Item | None:
-        heads = [next(iter(q.values())) for q in self.routes.values() if q]
-        return min(heads, key=lambda item: item.seq) if heads else None
-
-    def pending_count(self, route: str) -> int:
-        queue = self.routes.get(route)
-        return len(queue) if queue else 0
+        self.live: dict[int, list[int]] = {}  # segment -> [live items defined there, bytes]
+        self.replaying = True
 
     def live_bytes(self) -> int:
         return sum(size for _, size in self.live.values())
 
     # -- replay ----------------------------------------------------------------------------
 
-    def apply(self, payload: dict[str, Any], segment: int, offset: int, size: int) -> None:
-        kind = payload["k"]
+    def apply(self, record: Rec, segment: int, offset: int, size: int) -> None:
+        kind = record.kind
         counters = self.counters
-        if kind == rec.KIND_EVENT or kind == rec.KIND_REQUEUE:
-            self._place_pending(payload, segment, offset, size)
-        elif kind == rec.KIND_ACK:
-            self._remove(payload["id"])
-        elif kind == rec.KIND_DEAD:
-            self._place_dead(payload, segment, offset, size)
-            if not payload.get("c"):
-                if payload.get("reason") == "overflow":
+        if kind == rec.EVENT or kind == rec.REQUEUE:
+            self._place(self.pending, record, segment, offset, size)
+        elif kind == rec.ACK:
+            self._remove(record.id)
+        elif kind == rec.DEAD:
+            self._place(self.dead, record, segment, offset, size)
+            if not record.flags & rec.COPY:
+                if record.flags & rec.OVERFLOW:
                     counters.overflowed += 1
-                elif payload.get("reason") == "expired":
+                elif record.flags & rec.EXPIRED:
                     counters.expired += 1
-        elif kind == rec.KIND_DROP:
-            # Counted even when the dead letter's own record is gone with an older segment:
+        elif kind == rec.DROP:
+            # Counted even when the dead letter's own record went with an older segment:
             # a drop is only ever written for a dead letter that existed.
-            self._remove(payload["id"])
+            self._remove(record.id)
             counters.dropped += 1
-        elif kind == rec.KIND_LOST:
-            counters.lost += payload["n"]
-        elif kind == rec.KIND_META:
-            # Absolute figures as of the segment's start: they survive the deletion of
-            # the older segments whose records produced them.
-            counters.overflowed = int(payload.get("overflowed", counters.overflowed))
-            counters.expired = int(payload.get("expired", counters.expired))
-            counters.lost = int(payload.get("lost", counters.lost))
-            counters.dropped = int(payload.get("dropped", counters.dropped))
-        if kind in rec.DEFINING_KINDS:
-            counters.next_seq = max(counters.next_seq, payload["seq"] + 1)
-        elif kind == rec.KIND_META:
-            counters.next_seq = max(counters.next_seq, payload["next_seq"])
+        elif kind == rec.LOST:
+            try:
+                counters.lost += int(json.loads(record.tail).get("n", 1))
+            except (ValueError, TypeError, AttributeError):
+                counters.lost += 1
+        elif kind == rec.META:
+            counters.restore(record)
+        if kind in rec.DEFINING:
+            if record.seq >= counters.next_seq:
+                counters.next_seq = record.seq + 1
+        elif kind == rec.META and record.seq > counters.next_seq:
+            counters.next_seq = record.seq
 
     def finish_replay(self) -> None:
-        """Order by seq: compaction copies may have been replayed after newer records."""
-        for route, queue in self.routes.items():
-            self.routes[route] = OrderedDict(sorted(queue.items(), key=lambda kv: kv[1].seq))
-        self.dead = OrderedDict(sorted(self.dead.items(), key=lambda kv: kv[1].seq))
+        """Build the route queues and segment counts, in seq order."""
+        self.replaying = False
+        routes: dict[str, dict[str, Item]] = {}
+        live: dict[int, list[int]] = {}
+        for item in sorted(self.pending.values(), key=_seq):
+            queue = routes.get(item.route)
+            if queue is None:
+                queue = routes[item.route] = {}
+            queue[item.event_id] = item
+        self.routes = routes
+        self.dead = {item.event_id: item for item in sorted(self.dead.values(), key=_seq)}
+        for items in (self.pending.values(), self.dead.values()):
+            for item in items:
+                entry = live.get(item.segment)
+                if entry is None:
+                    entry = live[item.segment] = [0, 0]
+                entry[0] += 1
+                entry[1] += item.size
+        self.live = live
 
-    def _place_pending(self, payload: dict[str, Any], segment: int, offset: int,
-                       size: int) -> None:
-        event_id = payload["id"]
-        current = self.pending.get(event_id)
-        if current is not None and current.seq == payload["seq"]:
-            self._relocate(current, segment, offset, size)  # a compaction copy: same place in line
+    def _place(self, target: dict[str, Item], record: Rec, segment: int, offset: int,
+               size: int) -> None:
+        event_id = record.id
+        current = target.get(event_id)
+        if current is not None and current.seq == record.seq:
+            # A compaction copy: same place in line, new place on disk.
+            if not self.replaying:
+                self._count(current, -1)
+            current.segment, current.offset, current.size = segment, offset, size
+            if not self.replaying:
+                self._count(current, +1)
             return
-        self._remove(event_id)
-        item = Item(event_id, payload["r"], payload["seq"], float(payload["at"]), segment,
-                    offset, size)
-        self.pending[event_id] = item
-        self.routes.setdefault(item.route, OrderedDict())[event_id] = item
-        self._count(item, +1)
+        if current is not None or event_id in self.pending or event_id in self.dead:
+            self._remove(event_id)
+        item = Item(event_id, record.route, record.seq, record.at, segment, offset, size)
+        target[event_id] = item
+        if not self.replaying:
+            if target is self.pending:
+                self.routes.setdefault(item.route, {})[event_id] = item
+            self._count(item, +1)
 
-    def _place_dead(self, payload: dict[str, Any], segment: int, offset: int,
-                    size: int) -> None:
-        event_id = payload["id"]
-        current = self.dead.get(event_id)
-        if current is not None and current.seq == payload["seq"]:
-            self._relocate(current, segment, offset, size)
-            return
-        self._remove(event_id)
-        item = Item(event_id, payload["r"], payload["seq"], float(payload["at"]), segment,
-                    offset, size)
-        self.dead[event_id] = item
-        self._count(item, +1)
-
-    def _remove(self, event_id: str) -> bool:
+    def _remove(self, event_id: str) -> None:
         item = self.pending.pop(event_id, None)
-        if item is not None:
+        if item is None:
+            item = self.dead.pop(event_id, None)
+            if item is None:
+                return
+        elif not self.replaying:
             queue = self.routes[item.route]
             del queue[event_id]
             if not queue:
                 del self.routes[item.route]
-        else:
-            item = self.dead.pop(event_id, None)
-        if item is None:
-            return False
-        self._count(item, -1)
-        return True
-
-    def _relocate(self, item: Item, segment: int, offset: int, size: int) -> None:
-        self._count(item, -1)
-        item.segment, item.offset, item.size = segment, offset, size
-        self._count(item, +1)
+        if not self.replaying:
+            self._count(item, -1)
 
     def _count(self, item: Item, sign: int) -> None:
-        entry = self.live.setdefault(item.segment, [0, 0])
+        entry = self.live.get(item.segment)
+        if entry is None:
+            entry = self.live[item.segment] = [0, 0]
         entry[0] += sign
         entry[1] += sign * item.size
+
+
+_seq = attrgetter("seq")

@@ -1,0 +1,137 @@
+"""Opening the journal: the writer's lock, and the scan that rebuilds the index.
+
+Damaged content never makes opening fail: every segment is scanned, intact
+records are replayed, and (for the writer) a damaged segment is replaced by
+its intact records while the original is moved aside. Only real I/O errors
+(and a held lock) raise.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from agent.delivery import journal_records as rec
+from agent.delivery.journal_index import Index
+from agent.delivery.journal_segments import (
+    finish_interrupted_repairs,
+    list_segments,
+    replace_damaged,
+    segment_name,
+)
+from agent.errors import JournalBusyError, JournalError
+
+log = structlog.get_logger(__name__)
+
+LOCK_NAME = "LOCK"
+
+
+@dataclass
+class Loaded:
+    """What opening found: the index, a read descriptor and size per segment, new losses."""
+
+    index: Index = field(default_factory=Index)
+    fds: dict[int, int] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)
+    lost_now: int = 0
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+def lock(directory: Path) -> int:
+    """Create the journal directory and take its exclusive lock; the fd holds it."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise JournalError(f"cannot create the journal in {directory}: {exc.strerror}",
+                           fix="check the state directory's owner and free space") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise JournalBusyError("another basketagent holds the journal: stop the service first",
+                               fix="systemctl stop basketagent") from exc
+    except OSError as exc:
+        os.close(fd)
+        raise JournalError(f"cannot lock the journal in {directory}: {exc.strerror}",
+                           fix="check the state directory's filesystem") from exc
+    return fd
+
+
+def load(directory: Path, *, repair: bool) -> Loaded:
+    """Scan every segment into a fresh index; with ``repair``, move damage aside.
+
+    Without ``repair`` (a read-only look beside a running writer) a torn tail of
+    the last segment is a write in progress, not a loss.
+    """
+    loaded = Loaded()
+    if not directory.is_dir():
+        loaded.index.finish_replay()
+        return loaded
+    try:
+        if repair:
+            finish_interrupted_repairs(directory)
+        numbers = list_segments(directory)
+        for position, number in enumerate(numbers):
+            _load_segment(directory, number, position == len(numbers) - 1, repair, loaded)
+    except OSError as exc:
+        loaded.close()
+        raise JournalError(f"cannot read the journal in {directory}: {exc.strerror or exc}",
+                           fix="check the filesystem holding the state directory") from exc
+    loaded.index.finish_replay()
+    if loaded.lost_now and not repair:
+        loaded.index.counters.lost += loaded.lost_now
+    return loaded
+
+
+def _load_segment(directory: Path, number: int, last: bool, repair: bool,
+                  loaded: Loaded) -> None:
+    path = directory / segment_name(number)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # deleted by the running writer's compaction after we listed it
+    try:
+        data = _read_fd(fd)
+        scan = rec.scan(data, tails=False)
+        if scan.damage and (repair or not (last and scan.torn_tail_only)):
+            loaded.lost_now += scan.lost_records
+            log.error("journal damage found: records lost", segment=path.name,
+                      lost_records=scan.lost_records,
+                      damaged_bytes=sum(d.end - d.start for d in scan.damage),
+                      stretches=len(scan.damage), torn_tail=last and scan.torn_tail_only,
+                      kept_records=len(scan.records))
+            if repair:
+                data = b"".join(data[offset:offset + size] for offset, size, _ in scan.records)
+                aside = replace_damaged(directory, number, data)
+                log.error("damaged journal segment moved aside; intact records kept",
+                          segment=path.name, moved_to=aside.name)
+                os.close(fd)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                scan = rec.scan(data, tails=False)
+    except BaseException:
+        os.close(fd)
+        raise
+    loaded.fds[number] = fd
+    loaded.sizes[number] = len(data)
+    apply = loaded.index.apply
+    for offset, size, record in scan.records:
+        apply(record, number, offset, size)
+
+
+def _read_fd(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, max(size, 1 << 16))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
