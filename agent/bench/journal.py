@@ -1,0 +1,178 @@
+"""Journal benchmark: durable appends against a raw write+fdatasync loop, and opening time.
+
+Appends: the journal appends events (each durable on return: one write, one
+fdatasync), then a bare loop writes exactly the same framed bytes to a plain
+file with os.write + os.fdatasync per record. Both run in alternating blocks
+in the same directory so drift in the disk or the machine hits both alike.
+Ratio = journal appends/s over raw appends/s (goal >= 0.80).
+
+Opening: a journal holding 100,000 pending events (quick: 10,000, goal scaled)
+is opened, once with its files in the page cache and once with them evicted
+(posix_fadvise DONTNEED, as after a reboot), against a raw read of the same
+files. Filling that journal is not timed and skips fdatasync (a setup shortcut
+through the journal's file-operations seam; the records are the real ones).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from agent.basket.event import ROUTE_BASKET, ROUTE_PENDING, ProductEvent
+from agent.bench.result import BenchResult
+from agent.clock import utc_iso, uuid7
+from agent.config import JournalConfig
+from agent.delivery import journal_records as rec
+from agent.delivery.journal import Journal
+from agent.delivery.journal_segments import FileOps
+
+APPEND_GOAL = 0.80
+APPENDS = 2_000
+QUICK_APPENDS = 200
+BLOCKS = 8
+OPEN_EVENTS = 100_000
+QUICK_OPEN_EVENTS = 10_000
+OPEN_GOAL_S = 1.0
+OPENS = 3
+
+
+class _NoSync(FileOps):
+    """Setup only: fill a large journal without paying an fdatasync per event."""
+
+    def fdatasync(self, fd: int) -> None:
+        pass
+
+
+def _events(count: int) -> list[ProductEvent]:
+    now = utc_iso(time.time())
+    return [ProductEvent(uuid7(), ROUTE_PENDING if n % 4 == 0 else ROUTE_BASKET,
+                         f"P00{n % 6 + 1}", "Organic Apples", 1 + n % 3, 0.9, now)
+            for n in range(count)]
+
+
+def _bench_root() -> str | None:
+    """A disk-backed temp directory: /var/tmp when usable (/tmp may be RAM)."""
+    candidate = Path("/var/tmp")
+    return str(candidate) if candidate.is_dir() and os.access(candidate, os.W_OK) else None
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/self/mounts), or "?"."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return "?"
+    best, kind = "", "?"
+    resolved = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3 and (resolved == fields[1] or resolved.startswith(
+                fields[1].rstrip("/") + "/")) and len(fields[1]) > len(best):
+            best, kind = fields[1], fields[2]
+    return kind
+
+
+def _segment_bytes(state: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted((state / "journal").glob("seg-*.log")))
+
+
+def bench_appends(root: Path, count: int) -> tuple[float, float]:
+    """(journal appends/s, raw write+fdatasync appends/s) for the same framed bytes."""
+    state = root / "appends"
+    events = _events(count)
+    per_block = max(1, count // BLOCKS)
+    journal_s = raw_s = 0.0
+    raw_fd = os.open(root / "raw.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with Journal.open(state, JournalConfig(max_events=count + 1)) as journal:
+            done = len(_segment_bytes(state))
+            for start in range(0, count, per_block):
+                block = events[start:start + per_block]
+                began = time.perf_counter()
+                for event in block:
+                    journal.append(event)
+                journal_s += time.perf_counter() - began
+                written = _segment_bytes(state)
+                frames = [written[done + offset:done + offset + size]
+                          for offset, size, _ in rec.scan(written[done:]).records]
+                done = len(written)
+                began = time.perf_counter()
+                for frame in frames:
+                    os.write(raw_fd, frame)
+                    os.fdatasync(raw_fd)
+                raw_s += time.perf_counter() - began
+    finally:
+        os.close(raw_fd)
+    return count / journal_s, count / raw_s
+
+
+def _evict(paths: list[Path]) -> bool:
+    """Drop these files' pages from the page cache; False where the OS cannot."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # dirty pages cannot be dropped
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return True
+
+
+def bench_open(root: Path, count: int) -> dict[str, tuple[float, float]]:
+    """{"warm"/"cold": (median seconds to open, median seconds to read the files raw)}."""
+    state = root / "open"
+    with Journal.open(state, JournalConfig(max_events=count + 1), ops=_NoSync()) as journal:
+        for event in _events(count):
+            journal.append(event)
+    files = sorted((state / "journal").glob("seg-*.log"))
+    results: dict[str, tuple[float, float]] = {}
+    for mode in ("warm", "cold"):
+        opens, reads = [], []
+        for _ in range(OPENS):
+            if mode == "cold" and not _evict(files):
+                break
+            began = time.perf_counter()
+            for path in files:
+                path.read_bytes()
+            reads.append(time.perf_counter() - began)
+            if mode == "cold":
+                _evict(files)
+            began = time.perf_counter()
+            with Journal.open(state, JournalConfig(max_events=count + 1)) as journal:
+                if journal.stats().pending != count:
+                    raise RuntimeError(f"opened {journal.stats().pending} of {count} events")
+            opens.append(time.perf_counter() - began)
+        if opens:
+            results[mode] = (statistics.median(opens), statistics.median(reads))
+    return results
+
+
+def run(quick: bool = False) -> list[BenchResult]:
+    appends = QUICK_APPENDS if quick else APPENDS
+    open_events = QUICK_OPEN_EVENTS if quick else OPEN_EVENTS
+    with tempfile.TemporaryDirectory(prefix="basketagent-bench-journal-",
+                                     dir=_bench_root()) as tmp:
+        root = Path(tmp)
+        where = f"{_filesystem(root)} at {root.parent}"
+        journal_rate, raw_rate = bench_appends(root, appends)
+        opened = bench_open(root, open_events)
+    ratio = journal_rate / raw_rate
+    results = [BenchResult(
+        "journal durable appends", journal_rate, "appends/s", baseline=raw_rate,
+        goal=f">= {APPEND_GOAL:.2f}", ok=ratio >= APPEND_GOAL,
+        note=f"{appends:,} appends{' (quick)' if quick else ''}, fdatasync each, {where}")]
+    goal_s = OPEN_GOAL_S * open_events / OPEN_EVENTS
+    scaled = f"; goal scaled from {OPEN_GOAL_S:g} s for {OPEN_EVENTS:,}" if quick else ""
+    for mode, (open_s, read_s) in opened.items():
+        cache = "page cache warm" if mode == "warm" else "page cache evicted, as after a reboot"
+        results.append(BenchResult(
+            f"journal open ({mode})", open_s, "s", baseline=read_s, goal=f"< {goal_s:g} s",
+            ok=open_s < goal_s,
+            note=f"{open_events:,} pending events{' (quick)' if quick else ''}, {cache}; "
+                 f"baseline: raw read of the same files{scaled}"))
+    return results
