@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from sender_support import basket_event, free_port, make_config, pending_event
+from sender_support import basket_event, free_port, make_config, pending_event, wait_until
 
 from agent.cli import main
 from agent.delivery.client import BackendClient
@@ -92,10 +90,7 @@ def test_status_while_the_service_runs_reads_without_the_lock(
         sender.start()
         journal.append(basket_event())
         sender.wake()
-        done = threading.Event()
-        deadline = time.monotonic() + 10
-        while journal.stats().pending and time.monotonic() < deadline:
-            done.wait(0.01)
+        assert wait_until(lambda: journal.stats().pending == 0)
         backend.stop()  # the running agent's view is used, not a probe
         data = status_json(state, backend.url, capsys)
         assert data["service"] == "running"

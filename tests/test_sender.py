@@ -8,14 +8,20 @@ tests (start/stop/wake) use real time, and only for short bounded waits.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sender_support import SteppedClock, basket_event, free_port, make_config, pending_event
+from sender_support import (
+    SteppedClock,
+    basket_event,
+    free_port,
+    make_config,
+    pending_event,
+    wait_until,
+)
 from structlog.testing import capture_logs
 
 from agent.basket.event import ROUTE_BASKET, ProductEvent
@@ -413,16 +419,6 @@ def test_drain_stops_early_when_not_paired_beyond_the_deadline(
 
 
 # -- the thread --------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        tick.wait(0.01)
-    return predicate()
 
 
 def test_the_thread_delivers_what_wake_announces_and_publishes_its_state(
