@@ -118,6 +118,6 @@ def test_flush_names_a_config_fault(tmp_path: Path, backend: ReferenceBackend,
                  "--backend", backend.url]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("basketagent: error: 1 event still journaled: config fault: the backend "
-                          "refuses POST /api/baskets (HTTP 404) even for a freshly registered "
-                          "device: check backend.basket_path")
+                          "refuses POST /api/baskets even for a freshly registered device: "
+                          "check backend.basket_path and backend.url (HTTP 404")
     assert pending_count(state) == 1

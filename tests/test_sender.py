@@ -273,8 +273,8 @@ def test_refused_right_after_a_fresh_registration_is_a_config_fault_not_a_loop(
             rig.step_at(rig.clock() + 100.0)
     status = rig.sender.status()
     assert status.last_error.startswith(
-        "the backend refuses POST /api/baskets (HTTP 404) even for a freshly registered device: "
-        "check backend.basket_path")
+        "the backend refuses POST /api/baskets even for a freshly registered device: "
+        "check backend.basket_path and backend.url (HTTP 404; basket events stay journaled")
     assert status.blocked == "config fault"
     assert any(entry["log_level"] == "error" and "/api/baskets" in entry["event"] for entry in logs)
     assert calls(backend, "/api/baskets") == 1

@@ -53,7 +53,6 @@ BATCH = 100
 ATTEMPTS_PRUNE_AT = 1000
 # With nothing due the thread still wakes this often (a missed wake() costs at most this).
 IDLE_S = 30.0
-JOIN_SLACK_S = 0.1
 
 Wait = Callable[[threading.Event, float], bool]
 
@@ -69,8 +68,8 @@ class SenderStatus:
     paired: bool
     breaker: str
     last_error: str
-    # Why events are waiting, if they are: "", "not registered", "backend down",
-    # "not paired", "config fault".
+    # Why events are waiting, if they are: "" (they are not), "backend down" (also while
+    # not registered yet), "not paired", "config fault".
     blocked: str = ""
 
 
@@ -306,9 +305,10 @@ class Sender:
         key = "basket_path" if route == ROUTE_BASKET else "pending_path"
         path = getattr(self._config.backend, key)
         fault = BackendConfigFault(
-            f"the backend refuses POST {path} (HTTP {outcome.status}) even for a freshly "
-            f"registered device: check backend.{key} and backend.url",
-            fix=f"{route} events stay journaled; restart the agent after fixing the config",
+            f"the backend refuses POST {path} even for a freshly registered device: "
+            f"check backend.{key} and backend.url",
+            fix=f"HTTP {outcome.status}; {route} events stay journaled until the agent is "
+                "restarted with the config fixed",
         )
         self._faults[route] = fault
         self._last_error = str(fault)
