@@ -540,3 +540,22 @@ def test_the_thread_outlives_an_unexpected_error(backend: ReferenceBackend,
         sender.stop(2.0)
         client.close()
         journal.close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 410])
+def test_every_device_unknown_answer_leads_to_one_new_registration(
+        backend: ReferenceBackend, make_rig: Callable[..., Rig], status: int) -> None:
+    rig = make_rig(backend.url)
+    rig.append(basket_event())
+    rig.step()
+    old_id = rig.sender.status().device_id
+    backend.inject(BASKET, status)
+    event = basket_event()
+    rig.append(event)
+    for _ in range(3):
+        rig.step_at(rig.step())
+    assert rig.pending_ids() == []
+    assert calls(backend, REGISTER) == 2
+    new_id = rig.sender.status().device_id
+    assert new_id != old_id
+    assert stored_ids(backend.basket_items(new_id)) == [event.event_id]
