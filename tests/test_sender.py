@@ -559,3 +559,22 @@ def test_every_device_unknown_answer_leads_to_one_new_registration(
     new_id = rig.sender.status().device_id
     assert new_id != old_id
     assert stored_ids(backend.basket_items(new_id)) == [event.event_id]
+
+
+def test_drain_while_the_thread_runs(backend: ReferenceBackend, tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state", backend.url)
+    journal = Journal.open(config.state_dir, config.journal)
+    client = BackendClient(config.backend, config.delivery)
+    sender = Sender(journal, client, IdentityStore(config.state_dir), config)
+    try:
+        sender.start()
+        for _ in range(30):
+            journal.append(basket_event())  # no wake(): drain must not depend on the thread
+        assert sender.drain(10.0) is True
+        assert len(backend.basket_items()) == 30
+        keys = [call.idempotency_key for call in backend.calls if call.path == BASKET]
+        assert len(keys) == len(set(keys)) == 30  # the thread and drain never sent one twice
+    finally:
+        sender.stop(2.0)
+        client.close()
+        journal.close()
