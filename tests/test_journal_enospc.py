@@ -38,20 +38,26 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
                        timeout=30)
 
 
-def test_a_really_full_filesystem(tiny_fs: Path) -> None:
-    state = tiny_fs / "state"
-    j = open_journal(state, segment_bytes=16384)
-    for n in range(20):
-        j.append(event(n))
-    filler = tiny_fs / "filler"
+def _fill(mount_point: Path) -> Path:
+    """Take every block left on the filesystem; return the file holding them."""
+    filler = mount_point / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:  # take every block that is left
+    try:
         while True:
             os.write(fd, b"\xff" * 1024)
     except OSError as exc:
         assert exc.errno == errno.ENOSPC
     finally:
         os.close(fd)
+    return filler
+
+
+def test_a_really_full_filesystem(tiny_fs: Path) -> None:
+    state = tiny_fs / "state"
+    j = open_journal(state, segment_bytes=16384)
+    for n in range(20):
+        j.append(event(n))
+    filler = _fill(tiny_fs)
     sizes = {p.name: p.stat().st_size for p in segments(state)}
     failures = 0
     for n in range(20, 60):
@@ -213,3 +219,46 @@ def test_failing_ack_sync_on_close_still_releases_the_lock(tmp_path: Path) -> No
         j.close()
     with open_journal(tmp_path) as again:  # no JournalBusyError
         assert event(0).event_id not in pending_ids(again)  # the write itself had happened
+
+
+def test_a_damaged_journal_on_a_full_filesystem_opens_and_repairs_later(tiny_fs: Path) -> None:
+    state = tiny_fs / "state"
+    with open_journal(state) as j:
+        for n in range(10):
+            j.append(event(n))
+    [segment] = segments(state)
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x10  # damage one record in the middle
+    segment.write_bytes(bytes(data))
+    filler = _fill(tiny_fs)
+    j = open_journal(state)  # no room to move the damage aside: opens anyway
+    assert len(pending_ids(j)) == 9 and j.stats().lost_records == 1
+    assert list((state / "journal").glob("*.damaged.*")) == []
+    assert list((state / "journal").glob("*.repair")) == []
+    with pytest.raises(JournalError, match="no space left"):  # the slack in the last page
+        for n in range(10, 60):                               # takes a few, then no more
+            j.append(event(n))
+    kept = pending_ids(j)
+    j.close()
+    filler.unlink()
+    with open_journal(state) as j:  # appended past the damage: all found again
+        assert pending_ids(j) == kept
+        j.append(event(99))
+    assert len(list((state / "journal").glob("*.damaged.*"))) == 1
+    with open_journal(state) as j:  # repaired for good
+        assert pending_ids(j) == kept + [event(99).event_id]
+        assert j.stats().lost_records == 1  # counted for good once, by the repairing open
+
+
+def test_opening_a_new_journal_on_a_full_disk(tmp_path: Path) -> None:
+    ops = FlakyOps()
+    ops.fail_write = ENOSPC
+    j = open_journal(tmp_path, ops=ops)  # comes up; only appends fail
+    assert j.stats().pending == 0 and segments(tmp_path) == []
+    with pytest.raises(JournalError, match="no space left"):
+        j.append(event(0))
+    ops.fail_write = None
+    j.append(event(0))
+    j.close()
+    with open_journal(tmp_path) as again:
+        assert pending_ids(again) == [event(0).event_id]

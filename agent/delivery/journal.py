@@ -44,6 +44,7 @@ work again when space returns.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import heapq
 import os
@@ -168,22 +169,33 @@ class Journal:
         return journal
 
     def _start_writing(self, lost_now: int) -> None:
+        """Take the last segment for appends and record what opening found.
+
+        A full disk does not stop the open: the journal comes up readable, appends
+        raise JournalError until there is room (the first one creates the segment
+        if that is what failed), and the loss count is kept in memory meanwhile.
+        """
         numbers = sorted(self._sizes)
-        try:
-            if not numbers:
-                self._new_segment(1)
-            else:
+        if numbers:
+            try:
                 self._active = ActiveSegment(self.directory, numbers[-1], self._ops,
                                              create=False)
                 self._fds.setdefault(numbers[-1], _open_read(self._active.path))
-            assert self._active is not None
-            if self._active.size == 0:
+            except OSError as exc:
+                raise _write_error(exc, self.directory) from exc
+        try:
+            if self._active is None:
+                self._ensure_active()
+            elif self._active.size == 0:
                 self._commit([self._index.counters.meta()], sync=True, may_roll=False)
             if lost_now:
                 self._commit([rec.make(rec.LOST, tail={"n": lost_now})], sync=True,
                              may_roll=False)
-        except OSError as exc:
-            raise _write_error(exc, self.directory) from exc
+                lost_now = 0
+        except JournalError as exc:
+            log.error("journal not writable at open; appends fail until it is",
+                      error=str(exc))
+            self._index.counters.lost += lost_now
 
     # -- the interface ---------------------------------------------------------------------
 
@@ -218,7 +230,7 @@ class Journal:
             records += self._drop_records(records)
             records.append(rec.make(rec.EVENT, id=event.event_id, route=event.route,
                                     seq=self._next_seq(records), at=now,
-                                    tail={"e": event.to_dict()}))
+                                    tail={"e": _event_dict(event)}))
             self._commit(records, sync=True)
 
     def pending(self, route: str | None = None, limit: int = 100) -> list[JournalEntry]:
@@ -346,8 +358,7 @@ class Journal:
                 may_roll: bool = True) -> None:
         frames = [rec.encode(r) for r in records]
         data = b"".join(frames)
-        active = self._active
-        assert active is not None
+        active = self._ensure_active()
         rolled = False
         if may_roll and active.size > 0 and active.size + len(data) > self._segment_bytes:
             self._roll()
@@ -366,6 +377,15 @@ class Journal:
             self._unsynced_acks = 0
         if rolled:
             self._compact()
+
+    def _ensure_active(self) -> ActiveSegment:
+        if self._active is None:
+            try:
+                self._new_segment(max(self._sizes, default=0) + 1)
+            except OSError as exc:
+                raise _write_error(exc, self.directory) from exc
+        assert self._active is not None
+        return self._active
 
     def _roll(self) -> None:
         active = self._active
@@ -458,6 +478,9 @@ class Journal:
     def _expiry_records(self, now: float) -> list[Rec]:
         cutoff = now - self.config.max_age_s
         records: list[Rec] = []
+        heads = (next(iter(queue.values())) for queue in self._index.routes.values())
+        if all(head.at >= cutoff for head in heads):
+            return records  # the common case, without merging the routes
         for item in self._oldest_first(set()):
             if item.at >= cutoff:
                 break  # appended_at rises with seq unless the wall clock was set back
@@ -476,10 +499,12 @@ class Journal:
         """Drops of the oldest dead letters so the store stays within max_dead_letters."""
         new_dead = [r.id for r in records if r.kind == rec.DEAD]
         requeued = {r.id for r in records if r.kind == rec.REQUEUE}
-        old_dead = [i for i in self._index.dead if i not in requeued]
-        excess = len(old_dead) + len(new_dead) - self.config.max_dead_letters
+        dead = self._index.dead
+        staying = len(dead) - sum(1 for i in requeued if i in dead)
+        excess = staying + len(new_dead) - self.config.max_dead_letters
         if excess <= 0:
             return []
+        old_dead = (i for i in dead if i not in requeued)
         victims = list(_take(_chain(old_dead, new_dead), excess))
         log.error("dead letters over journal.max_dead_letters: oldest dropped",
                   count=len(victims), max_dead_letters=self.config.max_dead_letters)
@@ -583,6 +608,14 @@ def _write_error(exc: OSError, directory: Path) -> JournalError:
                             fix="raise the quota or free some space")
     return JournalError(f"journal write failed: {exc.strerror or exc}",
                         fix="check the SD card or disk (dmesg) and the state directory")
+
+
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(ProductEvent))
+
+
+def _event_dict(event: ProductEvent) -> dict[str, Any]:
+    """``event.to_dict()`` without asdict's deep copy: every field is a plain value."""
+    return {name: getattr(event, name) for name in _EVENT_FIELDS}
 
 
 def _take(items: Iterable[Any], n: int) -> Iterator[Any]:

@@ -37,7 +37,8 @@ class Loaded:
     index: Index = field(default_factory=Index)
     fds: dict[int, int] = field(default_factory=dict)
     sizes: dict[int, int] = field(default_factory=dict)
-    lost_now: int = 0
+    lost_now: int = 0  # found and moved aside now: to be recorded in the journal
+    lost_unmoved: int = 0  # found but left in place (read-only, full disk): counted, not recorded
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -87,8 +88,8 @@ def load(directory: Path, *, repair: bool) -> Loaded:
         raise JournalError(f"cannot read the journal in {directory}: {exc.strerror or exc}",
                            fix="check the filesystem holding the state directory") from exc
     loaded.index.finish_replay()
-    if loaded.lost_now and not repair:
-        loaded.index.counters.lost += loaded.lost_now
+    # After replay: a segment's meta record sets the counters absolutely.
+    loaded.index.counters.lost += loaded.lost_unmoved
     return loaded
 
 
@@ -103,20 +104,32 @@ def _load_segment(directory: Path, number: int, last: bool, repair: bool,
         data = _read_fd(fd)
         scan = rec.scan(data, tails=False)
         if scan.damage and (repair or not (last and scan.torn_tail_only)):
-            loaded.lost_now += scan.lost_records
             log.error("journal damage found: records lost", segment=path.name,
                       lost_records=scan.lost_records,
                       damaged_bytes=sum(d.end - d.start for d in scan.damage),
                       stretches=len(scan.damage), torn_tail=last and scan.torn_tail_only,
                       kept_records=len(scan.records))
             if repair:
-                data = b"".join(data[offset:offset + size] for offset, size, _ in scan.records)
-                aside = replace_damaged(directory, number, data)
-                log.error("damaged journal segment moved aside; intact records kept",
-                          segment=path.name, moved_to=aside.name)
-                os.close(fd)
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                scan = rec.scan(data, tails=False)
+                intact = b"".join(data[offset:offset + size] for offset, size, _ in scan.records)
+                try:
+                    aside = replace_damaged(directory, number, intact)
+                except OSError as exc:
+                    # Full disk: keep going on the intact records; the damage stays
+                    # where it is (skipped by every scan) and is counted for good by
+                    # the open that manages to move it aside.
+                    log.error("could not move the damaged journal part aside; will retry "
+                              "at the next open", segment=path.name, error=str(exc))
+                    loaded.lost_unmoved += scan.lost_records
+                else:
+                    loaded.lost_now += scan.lost_records
+                    log.error("damaged journal segment moved aside; intact records kept",
+                              segment=path.name, moved_to=aside.name)
+                    os.close(fd)
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    data = intact
+                    scan = rec.scan(data, tails=False)
+            else:
+                loaded.lost_unmoved += scan.lost_records
     except BaseException:
         os.close(fd)
         raise

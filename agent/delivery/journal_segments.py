@@ -10,6 +10,7 @@ repair a crash interrupted, so every step is safe to die in.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -89,8 +90,12 @@ def replace_damaged(directory: Path, number: int, intact: bytes) -> Path:
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            repair.unlink()
+        raise
+    os.close(fd)
     aside = move_aside(directory / name, "damaged")
     os.replace(repair, directory / name)
     fsync_dir(directory)
