@@ -362,8 +362,7 @@ class Journal:
         rolled = False
         if may_roll and active.size > 0 and active.size + len(data) > self._segment_bytes:
             self._roll()
-            active = self._active
-            assert active is not None
+            active = self._ensure_active()
             rolled = True
         try:
             offset = active.append(data, sync=sync)
