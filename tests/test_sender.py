@@ -20,7 +20,6 @@ from sender_support import (
     free_port,
     make_config,
     pending_event,
-    wait_until,
 )
 from structlog.testing import capture_logs
 
@@ -29,7 +28,6 @@ from agent.delivery.backoff import Backoff
 from agent.delivery.client import BackendClient
 from agent.delivery.identity import IdentityStore
 from agent.delivery.journal import Journal
-from agent.delivery.live_status import live_status_path, read_live_status
 from agent.delivery.registration import PAIRING_REMINDER_S
 from agent.delivery.sender import Sender
 from agent.devserver import ReferenceBackend
@@ -418,81 +416,6 @@ def test_drain_stops_early_when_not_paired_beyond_the_deadline(
     assert len(backend.basket_items()) == 1
 
 
-# -- the thread --------------------------------------------------------------------------------
-
-
-def test_the_thread_delivers_what_wake_announces_and_publishes_its_state(
-        backend: ReferenceBackend, tmp_path: Path) -> None:
-    config = make_config(tmp_path / "state", backend.url)
-    journal = Journal.open(config.state_dir, config.journal)
-    client = BackendClient(config.backend, config.delivery)
-    sender = Sender(journal, client, IdentityStore(config.state_dir), config)
-    try:
-        sender.start()
-        for _ in range(3):
-            journal.append(basket_event())
-            started = time.monotonic()
-            sender.wake()
-            assert time.monotonic() - started < 0.05
-        assert wait_until(lambda: journal.stats().pending == 0)
-        assert len(backend.basket_items()) == 3
-        assert wait_until(lambda: read_live_status(live_status_path(config.state_dir))
-                          is not None)
-        live = read_live_status(live_status_path(config.state_dir))
-        assert live["breaker"] == "closed" and live["deviceId"] == sender.status().device_id
-    finally:
-        sender.stop(2.0)
-        client.close()
-        journal.close()
-    assert read_live_status(live_status_path(config.state_dir)) is None  # marked stopped
-
-
-def test_stop_returns_promptly_while_the_backend_hangs(backend: ReferenceBackend,
-                                                       tmp_path: Path) -> None:
-    config = make_config(tmp_path / "state", backend.url,
-                         backend={"read_timeout_s": 20.0, "connect_timeout_s": 2.0})
-    journal = Journal.open(config.state_dir, config.journal)
-    client = BackendClient(config.backend, config.delivery)
-    sender = Sender(journal, client, IdentityStore(config.state_dir), config)
-    event = basket_event()
-    try:
-        backend.inject(BASKET, 503, delay_s=15.0)
-        journal.append(event)
-        sender.start()
-        assert wait_until(lambda: backend.faults.pending() == 0), "request in flight"
-        started = time.monotonic()
-        line = sender.status_line()  # what the frame loop asks for: never waits on the network
-        assert time.monotonic() - started < 0.2 and line.startswith("journal 1 pending")
-        started = time.monotonic()
-        sender.stop(0.5)
-        assert time.monotonic() - started < 1.5
-        assert [entry.event.event_id for entry in journal.pending()] == [event.event_id]
-    finally:
-        backend.stop()  # cuts the hanging answer short
-        client.close()
-        journal.close()
-
-
-def test_the_thread_survives_a_failing_round_and_an_unwritable_status_file(
-        backend: ReferenceBackend, tmp_path: Path) -> None:
-    config = make_config(tmp_path / "state", backend.url, backoff_initial_s=0.02)
-    journal = Journal.open(config.state_dir, config.journal)
-    client = BackendClient(config.backend, config.delivery)
-    sender = Sender(journal, client, IdentityStore(config.state_dir), config,
-                    live_status=tmp_path / "no-such-dir" / "status.json")
-    journal.close()  # every round now fails on the journal
-    try:
-        with capture_logs() as logs:
-            sender.start()
-            assert wait_until(lambda: sum("delivery round failed" in entry["event"]
-                                          for entry in list(logs)) >= 3)
-            assert any("cannot write the delivery status file" in entry["event"]
-                       for entry in list(logs))
-    finally:
-        sender.stop(2.0)
-        client.close()
-
-
 def test_drain_after_stop_returns_at_once(backend: ReferenceBackend,
                                           make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(backend.url)
@@ -502,44 +425,6 @@ def test_drain_after_stop_returns_at_once(backend: ReferenceBackend,
     assert rig.sender.drain(30.0) is False
     assert rig.clock() == started and backend.calls == []
 
-
-class FailsOnce:
-    """The real journal, except that its first ``pending`` call hits a bug."""
-
-    def __init__(self, journal: Journal) -> None:
-        self._journal = journal
-        self.failed = False
-
-    def pending(self, route: str | None = None, limit: int = 100) -> list[Any]:
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError("a bug in a delivery round")
-        return self._journal.pending(route, limit)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._journal, name)
-
-
-def test_the_thread_outlives_an_unexpected_error(backend: ReferenceBackend,
-                                                 tmp_path: Path) -> None:
-    config = make_config(tmp_path / "state", backend.url, backoff_initial_s=0.01,
-                         backoff_max_s=0.05)
-    journal = Journal.open(config.state_dir, config.journal)
-    client = BackendClient(config.backend, config.delivery)
-    flaky = FailsOnce(journal)
-    sender = Sender(flaky, client, IdentityStore(config.state_dir), config)  # type: ignore[arg-type]
-    try:
-        journal.append(basket_event())
-        with capture_logs() as logs:
-            sender.start()
-            assert wait_until(lambda: journal.stats().pending == 0)
-        assert flaky.failed
-        assert any(entry["log_level"] == "error" and "unexpectedly" in entry["event"]
-                   for entry in logs)
-    finally:
-        sender.stop(2.0)
-        client.close()
-        journal.close()
 
 
 @pytest.mark.parametrize("status", [401, 403, 410])
@@ -559,22 +444,3 @@ def test_every_device_unknown_answer_leads_to_one_new_registration(
     new_id = rig.sender.status().device_id
     assert new_id != old_id
     assert stored_ids(backend.basket_items(new_id)) == [event.event_id]
-
-
-def test_drain_while_the_thread_runs(backend: ReferenceBackend, tmp_path: Path) -> None:
-    config = make_config(tmp_path / "state", backend.url)
-    journal = Journal.open(config.state_dir, config.journal)
-    client = BackendClient(config.backend, config.delivery)
-    sender = Sender(journal, client, IdentityStore(config.state_dir), config)
-    try:
-        sender.start()
-        for _ in range(30):
-            journal.append(basket_event())  # no wake(): drain must not depend on the thread
-        assert sender.drain(10.0) is True
-        assert len(backend.basket_items()) == 30
-        keys = [call.idempotency_key for call in backend.calls if call.path == BASKET]
-        assert len(keys) == len(set(keys)) == 30  # the thread and drain never sent one twice
-    finally:
-        sender.stop(2.0)
-        client.close()
-        journal.close()
