@@ -14,9 +14,10 @@ import os
 import random
 from pathlib import Path
 
+from journal_support import Clock, event, open_journal, pending_ids, segments
+
 from agent.delivery.journal import ACK_SYNC_EVERY
 from agent.delivery.journal_segments import FileOps
-from journal_support import Clock, event, open_journal, pending_ids, segments
 
 
 class RecordingOps(FileOps):

@@ -6,6 +6,7 @@ import errno
 from pathlib import Path
 
 import pytest
+from journal_support import FlakyOps
 
 from agent.delivery.journal_segments import (
     ActiveSegment,
@@ -15,7 +16,6 @@ from agent.delivery.journal_segments import (
     replace_damaged,
     segment_name,
 )
-from journal_support import FlakyOps
 
 
 def test_names_and_listing(tmp_path: Path) -> None:
