@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.basket.event import ProductEvent
@@ -41,11 +42,14 @@ class FlakyOps(FileOps):
         self.short_first = False  # write half of the data first, then fail
         self.fail_sync: int | None = None
         self.fail_truncate: int | None = None
+        self.fail_if: Callable[[bytes], bool] | None = None  # fail writes of matching data
         self.writes = 0
         self.syncs = 0
 
     def write(self, fd: int, data: bytes | memoryview) -> int:
         self.writes += 1
+        if self.fail_if is not None and self.fail_if(bytes(data)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if self.fail_write is not None:
             if self.short_first and len(data) > 1:
                 self.short_first = False

@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 
 from agent.config import JournalConfig
 from agent.delivery import journal as journal_mod
+from agent.delivery import journal_records as rec
 from agent.delivery.journal import BODY_MAX
 from agent.errors import JournalBusyError, JournalError
 
@@ -440,3 +441,27 @@ def test_threads_append_and_ack_concurrently(tmp_path: Path) -> None:
     assert not any(t.is_alive() for t in threads)
     assert pending_ids(j) == [event(n).event_id for n in range(100, 150)]
     j.close()
+
+
+def test_failed_compaction_keeps_everything_and_is_retried(tmp_path: Path) -> None:
+    ops = FlakyOps()
+    ops.fail_if = lambda data: bool(data[11] & rec.COPY)  # flags byte of the first frame
+    j = open_journal(tmp_path, ops=ops, segment_bytes=2048)
+    j.append(event(0, "pending"))  # never acked: must be copied forward to free its segment
+    with capture_logs() as logs:
+        for n in range(1, 120):
+            j.append(event(n))
+            j.ack(event(n).event_id)
+    assert any(e["event"].startswith("journal compaction stopped") for e in logs)
+    stuck = len(segments(tmp_path))
+    assert stuck > 6
+    ops.fail_if = None
+    for n in range(120, 160):
+        j.append(event(n))
+        j.ack(event(n).event_id)
+    assert len(segments(tmp_path)) < stuck
+    assert pending_ids(j) == [event(0).event_id]
+    j.close()
+    with open_journal(tmp_path, segment_bytes=2048) as again:
+        assert pending_ids(again) == [event(0).event_id]
+        assert again.stats().lost_records == 0
