@@ -1,43 +1,44 @@
 """The durable journal: every event is on disk before anyone tries to send it.
 
-Layout: ``state_dir/journal/`` holds ``LOCK`` and numbered segment files of
-CRC32-framed JSON records (:mod:`journal_records`); records are ``event``,
-``ack``, ``dead``, ``requeue``, ``drop`` (a dead letter discarded at the bound),
-``lost`` (damage found at open) and ``meta`` (counters, written at the start of
-every segment). Opening replays the segments in order into an in-memory index
-(:mod:`journal_index`); a damaged stretch is skipped, the intact records are
-kept, the original file is moved aside and the loss is counted in
-``stats().lost_records`` and logged at ERROR. Opening never raises on damaged
-content, only on real I/O errors and a held lock.
+Layout: ``state_dir/journal/`` holds ``LOCK`` (flock: one writer) and numbered
+segment files ``seg-NNNNNNNN.log`` of CRC32-framed records
+(:mod:`journal_records`: a binary head, then JSON): ``event``, ``ack``,
+``dead``, ``requeue``, ``drop`` (a dead letter discarded at its bound), ``lost``
+(damage found at open) and ``meta`` (counters, at the start of every segment).
+Opening (:mod:`journal_load`) replays the segments in order into an in-memory
+index (:mod:`journal_index`); a damaged stretch is skipped, the intact records
+are kept, the original file is moved aside and the loss is counted in
+``stats().lost_records`` and logged at ERROR. Writing and compaction are in
+:mod:`journal_store`, the files themselves in :mod:`journal_segments`. Opening never raises
+on damaged content or a full disk, only on real I/O errors and a held lock.
+Compaction (at each new segment) deletes the oldest segment once nothing in
+it is live, copying its few live records forward first when that frees space.
 
-Durability and fsync cadence (chosen for SD cards, where every fsync costs a
-flash program cycle and milliseconds):
+Durability and fsync cadence, chosen for SD cards (each fsync costs
+milliseconds and flash wear):
 
-- ``append`` writes the event record and calls ``fdatasync`` before it
-  returns. An appended event survives ``kill -9`` and a power cut. One
-  ``fdatasync`` per append, no more: the write is a single ``write`` call of
-  the framed record (plus, in the same call, any overflow/expiry records).
-- ``ack`` writes its record at once (so ``kill -9`` loses nothing) but
-  ``fdatasync``s only every ``ACK_SYNC_EVERY`` acks, when the oldest unsynced
-  ack is ``ACK_SYNC_S`` old at the next journal call, at the next append
-  (which syncs the same file), and at ``close``. A power cut can therefore
-  forget up to ``ACK_SYNC_EVERY - 1`` acks (plus those of the last second before
-  the cut when the journal sat idle): those events are sent again and the
-  backend drops the repeats by their Idempotency-Key. It never loses an
-  appended event.
-- ``dead_letter`` and ``requeue`` are rare and ``fdatasync`` each time.
-- New segments are ``fdatasync``ed and their directory ``fsync``ed before use;
-  a segment is deleted only after the live records it held were copied
-  forward and synced, so compaction never loses a record.
+- ``append`` makes one ``write`` of the framed record (plus, in the same
+  write, any overflow/expiry records) and one ``fdatasync`` before it returns.
+  An appended event survives ``kill -9`` and a power cut.
+- ``ack`` writes its record at once (``kill -9`` loses nothing) and
+  ``fdatasync``s every ``ACK_SYNC_EVERY`` (32) acks; any append (same file),
+  any journal call ``ACK_SYNC_S`` (1 s) after an unsynced ack, a new segment
+  and ``close`` sync them sooner.
+- ``dead_letter`` and ``requeue`` are rare and ``fdatasync`` every time.
+- New segments are ``fdatasync``ed and the directory ``fsync``ed before use;
+  a segment is deleted (and the directory fsynced) only after the live records
+  it held were copied forward and synced.
 
-What a power cut can lose: the record being written at that instant (an
-append that had not returned, so the caller still holds the event; or an ack,
-which means one duplicate send) and up to ``ACK_SYNC_EVERY - 1`` acks as said.
-Storage that acknowledges a flush before the data is on flash (some cheap SD
-cards) can lose more; no software can prevent that.
+What a power cut can lose: never an appended event. It can undo at most
+``ACK_SYNC_EVERY - 1`` (31) acks, whose events are then sent again (the
+backend drops the repeats by their Idempotency-Key), and tear the record being
+written at that instant (an append that had not returned, so the caller still
+holds the event; or an ack: one more repeat), which the next open moves aside
+and counts. Storage that acknowledges a flush before the data is on flash
+(some cheap SD cards) can lose more; no software can prevent that.
 
 ``ENOSPC``/``EIO`` on a write raise :class:`JournalError`; the partial record
-is cut back (or, if even that fails, cut back before the next write and
+is cut back (or, if even that fails, before the next write; at worst it is
 skipped by the CRC check at open), so the journal stays intact and appends
 work again when space returns.
 """
@@ -45,7 +46,6 @@ work again when space returns.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import heapq
 import os
 import threading
@@ -63,13 +63,9 @@ from agent.delivery import journal_records as rec
 from agent.delivery.journal_index import Item
 from agent.delivery.journal_load import Loaded, load, lock
 from agent.delivery.journal_records import Rec
-from agent.delivery.journal_segments import (
-    ActiveSegment,
-    FileOps,
-    segment_name,
-)
+from agent.delivery.journal_segments import FileOps
+from agent.delivery.journal_store import SegmentStore
 from agent.errors import JournalError
-from agent.fsutil import fsync_dir
 
 log = structlog.get_logger(__name__)
 
@@ -122,15 +118,10 @@ class Journal:
         self.read_only = read_only
         self._wall = wall_clock
         self._clock = clock
-        self._ops = ops
-        self._segment_bytes = segment_bytes
         self._lock_fd = lock_fd
+        self._store = SegmentStore(directory, opened, ops, segment_bytes)
         self._index = opened.index
-        self._fds = opened.fds
-        self._sizes = opened.sizes
         self._mutex = threading.RLock()
-        self._active: ActiveSegment | None = None
-        self._unsynced_acks = 0
         self._unsynced_since = 0.0
         self._closed = False
 
@@ -159,7 +150,7 @@ class Journal:
             journal = cls(directory, config, opened, wall_clock=wall_clock, clock=clock,
                           read_only=False, ops=ops, segment_bytes=segment_bytes,
                           lock_fd=lock_fd)
-            journal._start_writing(opened.lost_now)
+            journal._store.start(opened.lost_now)
         except BaseException:
             if journal is not None:
                 journal._release()
@@ -167,35 +158,6 @@ class Journal:
                 os.close(lock_fd)
             raise
         return journal
-
-    def _start_writing(self, lost_now: int) -> None:
-        """Take the last segment for appends and record what opening found.
-
-        A full disk does not stop the open: the journal comes up readable, appends
-        raise JournalError until there is room (the first one creates the segment
-        if that is what failed), and the loss count is kept in memory meanwhile.
-        """
-        numbers = sorted(self._sizes)
-        if numbers:
-            try:
-                self._active = ActiveSegment(self.directory, numbers[-1], self._ops,
-                                             create=False)
-                self._fds.setdefault(numbers[-1], _open_read(self._active.path))
-            except OSError as exc:
-                raise _write_error(exc, self.directory) from exc
-        try:
-            if self._active is None:
-                self._ensure_active()
-            elif self._active.size == 0:
-                self._commit([self._index.counters.meta()], sync=True, may_roll=False)
-            if lost_now:
-                self._commit([rec.make(rec.LOST, tail={"n": lost_now})], sync=True,
-                             may_roll=False)
-                lost_now = 0
-        except JournalError as exc:
-            log.error("journal not writable at open; appends fail until it is",
-                      error=str(exc))
-            self._index.counters.lost += lost_now
 
     # -- the interface ---------------------------------------------------------------------
 
@@ -214,7 +176,7 @@ class Journal:
             over = len(index.pending) - len(leaving) + 1 - self.config.max_events
             if over > 0 and self.config.full_policy == "reject_new":
                 if records:
-                    self._commit(records + self._drop_records(records), sync=True)
+                    self._store.commit(records + self._drop_records(records), sync=True)
                 raise JournalError(
                     f"journal full: {len(index.pending)} events pending "
                     f"(journal.max_events = {self.config.max_events}); new event refused",
@@ -231,7 +193,7 @@ class Journal:
             records.append(rec.make(rec.EVENT, id=event.event_id, route=event.route,
                                     seq=self._next_seq(records), at=now,
                                     tail={"e": _event_dict(event)}))
-            self._commit(records, sync=True)
+            self._store.commit(records, sync=True)
 
     def pending(self, route: str | None = None, limit: int = 100) -> list[JournalEntry]:
         """Undelivered events, oldest first (per route when ``route`` is given)."""
@@ -246,7 +208,7 @@ class Journal:
                 source = self._oldest_first(set())
             entries = []
             for item in _take(source, max(0, limit)):
-                entries.append(JournalEntry(item.seq, self._event(item), item.at))
+                entries.append(JournalEntry(item.seq, self._store.event(item), item.at))
             return entries
 
     def ack(self, event_id: str) -> None:
@@ -256,12 +218,12 @@ class Journal:
             if event_id not in self._index.pending and event_id not in self._index.dead:
                 log.debug("ack for an event not in the journal", event_id=event_id)
                 return
-            self._commit([rec.make(rec.ACK, id=event_id)], sync=False)
-            if self._unsynced_acks == 0:
+            store = self._store
+            store.commit([rec.make(rec.ACK, id=event_id)], sync=False)
+            if store.unsynced == 1:
                 self._unsynced_since = self._clock()
-            self._unsynced_acks += 1
-            if self._unsynced_acks >= ACK_SYNC_EVERY:
-                self._sync_acks()
+            if store.unsynced >= ACK_SYNC_EVERY:
+                store.sync()
             else:
                 self._ack_sync_due()
 
@@ -276,15 +238,15 @@ class Journal:
                 return
             records: list[Rec] = []
             self._add_dead(records, item, status, body, reason, self._wall())
-            self._commit(records + self._drop_records(records), sync=True)
+            self._store.commit(records + self._drop_records(records), sync=True)
 
     def dead_letters(self) -> list[DeadLetter]:
         with self._mutex:
             self._open_or_raise()
             letters = []
             for item in self._index.dead.values():
-                data = self._tail(item)
-                letters.append(DeadLetter(self._event(item, data), int(data.get("status", 0)),
+                data = self._store.tail(item)
+                letters.append(DeadLetter(self._store.event(item, data), int(data.get("status", 0)),
                                           str(data.get("body", "")), str(data.get("reason", "")),
                                           float(data.get("when", 0.0))))
             return letters
@@ -308,13 +270,13 @@ class Journal:
             for item in targets:
                 records.append(rec.make(rec.REQUEUE, id=item.event_id, route=item.route,
                                         seq=self._next_seq(records), at=now,
-                                        tail={"e": self._tail(item)["e"]}))
+                                        tail={"e": self._store.tail(item)["e"]}))
             over = len(index.pending) + len(records) - self.config.max_events
             if over > 0:
                 requeued = {r.id for r in records}
                 for victim in list(_take(self._oldest_first(requeued), over)):
                     self._add_dead(records, victim, 0, "", "overflow", now, rec.OVERFLOW)
-            self._commit(records + self._drop_records(records), sync=True)
+            self._store.commit(records + self._drop_records(records), sync=True)
             log.info("dead letters requeued", count=len(targets))
             return len(targets)
 
@@ -341,8 +303,7 @@ class Journal:
             if self._closed:
                 return
             try:
-                if self._active is not None and self._unsynced_acks:
-                    self._sync_acks()
+                self._store.sync()
             finally:
                 self._release()
 
@@ -352,125 +313,9 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- writing ---------------------------------------------------------------------------
-
-    def _commit(self, records: list[Rec], *, sync: bool,
-                may_roll: bool = True) -> None:
-        frames = [rec.encode(r) for r in records]
-        data = b"".join(frames)
-        active = self._ensure_active()
-        rolled = False
-        if may_roll and active.size > 0 and active.size + len(data) > self._segment_bytes:
-            self._roll()
-            active = self._ensure_active()
-            rolled = True
-        try:
-            offset = active.append(data, sync=sync)
-        except OSError as exc:
-            raise _write_error(exc, self.directory) from exc
-        self._sizes[active.number] = active.size
-        for record, frame in zip(records, frames):
-            self._index.apply(record, active.number, offset, len(frame))
-            offset += len(frame)
-        if sync:
-            self._unsynced_acks = 0
-        if rolled:
-            self._compact()
-
-    def _ensure_active(self) -> ActiveSegment:
-        if self._active is None:
-            try:
-                self._new_segment(max(self._sizes, default=0) + 1)
-            except OSError as exc:
-                raise _write_error(exc, self.directory) from exc
-        assert self._active is not None
-        return self._active
-
-    def _roll(self) -> None:
-        active = self._active
-        assert active is not None
-        try:
-            active.sync()
-            self._new_segment(active.number + 1)
-        except OSError as exc:
-            raise _write_error(exc, self.directory) from exc
-        active.close()
-        self._unsynced_acks = 0
-
-    def _new_segment(self, number: int) -> None:
-        segment = ActiveSegment(self.directory, number, self._ops, create=True)
-        try:
-            segment.append(rec.encode(self._index.counters.meta()), sync=True)
-            fsync_dir(self.directory)
-            fd = _open_read(segment.path)
-        except BaseException:
-            segment.close()
-            try:
-                (self.directory / segment_name(number)).unlink()
-            except OSError:
-                pass  # an empty or torn segment is harmless at open
-            raise
-        self._active = segment
-        self._fds[number] = fd
-        self._sizes[number] = segment.size
-        self._index.apply(self._index.counters.meta(), number, 0, segment.size)
-
-    def _compact(self) -> None:
-        """Delete, oldest first, segments with nothing live; copy the few live records forward.
-
-        Only the oldest segment ever goes, so an ack can never outlive the older
-        segment holding the event it acknowledges: no acked event comes back.
-        """
-        active = self._active
-        assert active is not None
-        for _ in range(len(self._sizes) - 1):
-            oldest = min(self._sizes)
-            if oldest == active.number:
-                return
-            live_count = self._index.live.get(oldest, [0, 0])[0]
-            total = sum(self._sizes.values())
-            if live_count and total <= 2 * self._index.live_bytes() + 2 * self._segment_bytes:
-                return
-            try:
-                if live_count:
-                    self._copy_forward(oldest)
-                self._delete_segment(oldest)
-            except (OSError, JournalError) as exc:
-                log.error("journal compaction stopped; will retry at the next segment",
-                          segment=oldest, error=str(exc))
-                return
-
-    def _copy_forward(self, number: int) -> None:
-        index = self._index
-        items = [i for i in index.pending.values() if i.segment == number]
-        items += [i for i in index.dead.values() if i.segment == number]
-        records = [self._record(item) for item in items]
-        records = [r._replace(flags=r.flags | rec.COPY) for r in records]
-        self._commit(records, sync=True, may_roll=False)
-        log.info("journal compaction copied live records forward", segment=number,
-                 records=len(records))
-
-    def _delete_segment(self, number: int) -> None:
-        fd = self._fds.pop(number, None)
-        if fd is not None:
-            os.close(fd)
-        (self.directory / segment_name(number)).unlink()
-        fsync_dir(self.directory)
-        self._sizes.pop(number, None)
-        self._index.live.pop(number, None)
-        log.debug("journal segment deleted", segment=number)
-
-    def _sync_acks(self) -> None:
-        assert self._active is not None
-        try:
-            self._active.sync()
-        except OSError as exc:
-            raise _write_error(exc, self.directory) from exc
-        self._unsynced_acks = 0
-
     def _ack_sync_due(self) -> None:
-        if self._unsynced_acks and self._clock() - self._unsynced_since >= ACK_SYNC_S:
-            self._sync_acks()
+        if self._store.unsynced and self._clock() - self._unsynced_since >= ACK_SYNC_S:
+            self._store.sync()
 
     # -- bounds ----------------------------------------------------------------------------
 
@@ -492,7 +337,7 @@ class Journal:
     def _expire_now(self) -> None:
         records = self._expiry_records(self._wall())
         if records:
-            self._commit(records + self._drop_records(records), sync=True)
+            self._store.commit(records + self._drop_records(records), sync=True)
 
     def _drop_records(self, records: list[Rec]) -> list[Rec]:
         """Drops of the oldest dead letters so the store stays within max_dead_letters."""
@@ -512,7 +357,7 @@ class Journal:
     def _add_dead(self, records: list[Rec], item: Item, status: int, body: str, reason: str,
                   now: float, flags: int = 0) -> None:
         """Add a record moving ``item`` to the dead letters to this batch."""
-        tail = {"e": self._tail(item)["e"], "status": int(status),
+        tail = {"e": self._store.tail(item)["e"], "status": int(status),
                 "body": str(body)[:BODY_MAX], "reason": reason, "when": now}
         records.append(rec.make(rec.DEAD, id=item.event_id, route=item.route,
                                 seq=self._next_seq(records), at=item.at, flags=flags,
@@ -528,45 +373,6 @@ class Journal:
                              key=lambda item: item.seq)
         return (item for item in merged if item.event_id not in skip)
 
-    # -- reading ---------------------------------------------------------------------------
-
-    def _record(self, item: Item) -> Rec:
-        fd = self._fds.get(item.segment)
-        try:
-            if fd is None:
-                raise OSError(errno.ENOENT, "segment not open", segment_name(item.segment))
-            data = os.pread(fd, item.size, item.offset)
-        except OSError as exc:
-            raise JournalError(f"journal read failed: {exc}",
-                               fix=f"check the filesystem holding {self.directory}") from exc
-        found = rec.decode_at(data, 0)
-        if found is None or found[0].id != item.event_id:
-            raise JournalError(
-                f"journal record changed on disk since it was read ({segment_name(item.segment)}"
-                f" at {item.offset})",
-                fix="restart the agent: opening moves the damaged part aside")
-        return found[0]
-
-    def _tail(self, item: Item) -> dict[str, Any]:
-        """The JSON tail of an item's defining record, which always holds the event as "e"."""
-        record = self._record(item)
-        try:
-            data = record.data()
-            if not isinstance(data.get("e"), dict):
-                raise TypeError("no event in the record")
-        except (ValueError, TypeError) as exc:
-            raise JournalError(f"journal record for {item.event_id} unreadable: {exc}",
-                               fix="requeue or remove it; report this as a bug") from exc
-        return data
-
-    def _event(self, item: Item, data: dict[str, Any] | None = None) -> ProductEvent:
-        data = self._tail(item) if data is None else data
-        try:
-            return ProductEvent.from_dict(data["e"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise JournalError(f"journal record for {item.event_id} holds no valid event: "
-                               f"{exc!r}", fix="report this as a bug") from exc
-
     # -- state -----------------------------------------------------------------------------
 
     def _writable(self) -> None:
@@ -581,32 +387,13 @@ class Journal:
 
     def _release(self) -> None:
         self._closed = True
-        if self._active is not None:
-            self._active.close()
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self._store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the file releases the flock
             self._lock_fd = None
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _open_read(path: Path) -> int:
-    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-
-
-def _write_error(exc: OSError, directory: Path) -> JournalError:
-    if exc.errno == errno.ENOSPC:
-        return JournalError(f"journal write failed: no space left on the device holding "
-                            f"{directory}", fix="free some space; the event is retried")
-    if exc.errno == errno.EDQUOT:
-        return JournalError(f"journal write failed: disk quota exceeded for {directory}",
-                            fix="raise the quota or free some space")
-    return JournalError(f"journal write failed: {exc.strerror or exc}",
-                        fix="check the SD card or disk (dmesg) and the state directory")
 
 
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(ProductEvent))
