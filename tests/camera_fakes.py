@@ -37,12 +37,16 @@ class FakeCameraWorld:
     """What the fake libcamera sees: cameras, who holds them, what the ISP allows."""
 
     def __init__(self, cameras=({"Model": "imx708", "Num": 0},), *, pi4: bool = True,
-                 busy: bool = False, image: np.ndarray | None = None, lores_stride_pad: int = 0):
+                 busy: bool = False, image: np.ndarray | None = None, lores_stride_pad: int = 0,
+                 actual_format: str | None = None, raw: np.ndarray | None = None):
         self.cameras = list(cameras)
         self.pi4 = pi4
         self.busy = busy
         self.image = image  # the RGB scene, at the lores size
         self.lores_stride_pad = lores_stride_pad
+        # libcamera may settle on another format than asked; then capture returns `raw`.
+        self.actual_format = actual_format
+        self.raw = raw
         self.opened: list[Any] = []
 
 
@@ -74,6 +78,8 @@ def fake_picamera2_module(world: FakeCameraWorld) -> ModuleType:
             self.tried.append(fmt)
             if world.pi4 and not fmt.startswith("YUV"):
                 raise RuntimeError("lores stream must be YUV")
+            if world.actual_format:
+                config = {**config, "lores": {**config["lores"], "format": world.actual_format}}
             self.configured = config
 
         def camera_configuration(self):
@@ -85,6 +91,8 @@ def fake_picamera2_module(world: FakeCameraWorld) -> ModuleType:
         def capture_array(self, name="main"):
             assert name == "lores" and self.started
             lores = self.configured["lores"]
+            if world.raw is not None:
+                return world.raw
             rgb = world.image
             if lores["format"] == "YUV420":
                 width = rgb.shape[1]

@@ -271,3 +271,58 @@ def test_ssd_label_count_checked_against_the_postprocess_op(tmp_path):
     with pytest.raises(ModelError, match=f"has 2 labels but model .* has {classes} classes") as caught:
         open_detector(ModelConfig(device="cpu", labels=str(labels)))
     assert caught.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_int16_input_is_refused(files):
+    spec = ssd()
+    spec.input_dtype = np.int16
+    assert "takes int16 images" in _bad(files, spec)
+
+
+class _FailingInvoke:
+    """Wraps a real interpreter; invoke fails as a runtime does when its device goes away."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def invoke(self):
+        raise RuntimeError("Failed to invoke the delegate: USB transfer error")
+
+
+def _importer_with_failing_invoke():
+    real = importlib.import_module("ai_edge_litert.interpreter")
+    module = ModuleType("failing")
+    module.load_delegate = real.load_delegate
+    module.Interpreter = lambda **kw: _FailingInvoke(real.Interpreter(**kw))
+    return lambda name: module
+
+
+def test_edgetpu_invoke_failure_is_hardware_error(files, fake_lib):
+    cpu = files(ssd(), "m.tflite")
+    model = ModelConfig(device="edgetpu", path=str(cpu), edgetpu_path=str(cpu),
+                        labels=str(cpu.parent / "labels.txt"))
+    detector = open_detector(model, delegate_loader=fake_tpu(fake_lib),
+                             importer=_importer_with_failing_invoke())
+    with pytest.raises(AcceleratorError, match="Edge TPU stopped answering") as caught:
+        detector.detect(FRAME)
+    assert caught.value.exit_code == EXIT_HARDWARE
+
+
+def test_cpu_invoke_failure_is_operational_error(files):
+    from agent.errors import OperationalError
+
+    detector = open_detector(config(files(ssd())), importer=_importer_with_failing_invoke())
+    with pytest.raises(OperationalError, match="inference failed: Failed to invoke"):
+        detector.detect(FRAME)
+
+
+def test_detect_accepts_gray_and_rgba_rejects_float(files):
+    detector = open_detector(config(files(ssd())))
+    gray = detector.detect(np.zeros((48, 64), np.uint8))
+    rgba = detector.detect(np.zeros((48, 64, 4), np.uint8))
+    assert [d.label for d in gray] == [d.label for d in rgba] == ["banana", "milk"]
+    with pytest.raises(ValueError, match="must be uint8"):
+        detector.detect(np.zeros((48, 64, 3), np.float32))

@@ -86,3 +86,62 @@ def test_busy_camera():
         open_with(world)
     assert "stop the other program" in str(caught.value)
     assert world.opened == []
+
+
+def test_libcamera_listing_fails():
+    world = FakeCameraWorld(image=scene())
+    module = fake_picamera2_module(world)
+
+    def broken():
+        raise OSError("libcamera: pipeline handler failed")
+
+    module.Picamera2.global_camera_info = staticmethod(broken)
+    with pytest.raises(CameraError, match="could not list cameras: libcamera"):
+        Picamera2Source(0, SIZE, main_size=(640, 480), importer=importer_for(picamera2=module))
+
+
+def test_stream_refused_in_every_format_closes_the_camera():
+    world = FakeCameraWorld(image=scene())
+    module = fake_picamera2_module(world)
+
+    def refuse(self, config):
+        self.tried.append(config["lores"]["format"])
+        raise RuntimeError("Invalid lores size")
+
+    module.Picamera2.configure = refuse
+    with pytest.raises(CameraError, match="refused a 64x48 stream: Invalid lores size"):
+        Picamera2Source(0, SIZE, main_size=(640, 480), importer=importer_for(picamera2=module))
+    camera = world.opened[0]
+    assert camera.tried == ["RGB888", "YUV420"] and camera.closed
+
+
+def test_start_failure_is_a_camera_error_and_closes():
+    world = FakeCameraWorld(image=scene())
+    module = fake_picamera2_module(world)
+
+    def fail(self):
+        raise TimeoutError("Camera frontend has timed out!")
+
+    module.Picamera2.start = fail
+    with pytest.raises(CameraError, match="could not be started: Camera frontend has timed out"):
+        Picamera2Source(0, SIZE, main_size=(640, 480), importer=importer_for(picamera2=module))
+    assert world.opened[0].closed
+
+
+@pytest.mark.parametrize("fmt,pixel,expected", [
+    ("XRGB8888", [255, 0, 0, 255], [0, 0, 255]),  # [B, G, R, X] in memory
+    ("XBGR8888", [255, 0, 0, 255], [255, 0, 0]),  # [R, G, B, X]
+    ("BGR888", [0, 255, 0], [0, 255, 0]),  # [R, G, B]
+])
+def test_other_rgb_formats(fmt, pixel, expected):
+    raw = np.tile(np.array(pixel, np.uint8), (48, 64, 1))
+    source = open_with(FakeCameraWorld(pi4=False, actual_format=fmt, raw=raw))
+    frame = source.read()
+    assert frame.image.shape == (48, 64, 3) and frame.image[5, 5].tolist() == expected
+
+
+def test_unknown_format_is_a_camera_error():
+    raw = np.zeros((48, 64), np.uint16)
+    source = open_with(FakeCameraWorld(pi4=False, actual_format="SBGGR10", raw=raw))
+    with pytest.raises(CameraError, match="format SBGGR10 is not supported"):
+        source.read()

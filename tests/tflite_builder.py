@@ -19,6 +19,7 @@ _TYPES = {
     np.dtype(np.uint8): fb.TensorType.UINT8,
     np.dtype(np.int8): fb.TensorType.INT8,
     np.dtype(np.int32): fb.TensorType.INT32,
+    np.dtype(np.int16): fb.TensorType.INT16,
 }
 
 
