@@ -73,6 +73,7 @@ ACK_SYNC_EVERY = 32
 ACK_SYNC_S = 1.0
 SEGMENT_BYTES = 4 << 20
 BODY_MAX = 500
+EXPIRY_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class Journal:
         self._index = opened.index
         self._mutex = threading.RLock()
         self._unsynced_since = 0.0
+        self._expiry_checked = float("-inf")  # wall seconds of the last expiry check
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------
@@ -320,8 +322,11 @@ class Journal:
     # -- bounds ----------------------------------------------------------------------------
 
     def _expiry_records(self, now: float) -> list[Rec]:
-        cutoff = now - self.config.max_age_s
         records: list[Rec] = []
+        if 0.0 <= now - self._expiry_checked < EXPIRY_CHECK_S:
+            return records  # ages are coarse (max_age_s >= 1 s): not on every append
+        self._expiry_checked = now
+        cutoff = now - self.config.max_age_s
         heads = (next(iter(queue.values())) for queue in self._index.routes.values())
         if all(head.at >= cutoff for head in heads):
             return records  # the common case, without merging the routes
@@ -341,6 +346,8 @@ class Journal:
 
     def _drop_records(self, records: list[Rec]) -> list[Rec]:
         """Drops of the oldest dead letters so the store stays within max_dead_letters."""
+        if not records:
+            return []
         new_dead = [r.id for r in records if r.kind == rec.DEAD]
         requeued = {r.id for r in records if r.kind == rec.REQUEUE}
         dead = self._index.dead
@@ -365,6 +372,8 @@ class Journal:
 
     def _next_seq(self, records: list[Rec]) -> int:
         """The seq after those already handed out in this batch of records."""
+        if not records:
+            return self._index.counters.next_seq
         seqs = [r.seq for r in records if r.kind in rec.DEFINING]
         return max(seqs) + 1 if seqs else self._index.counters.next_seq
 

@@ -42,6 +42,8 @@ KINDS = frozenset({META, EVENT, ACK, DEAD, REQUEUE, DROP, LOST})
 DEFINING = frozenset({EVENT, DEAD, REQUEUE})
 _NEEDS_ID = frozenset({EVENT, DEAD, REQUEUE, ACK, DROP})
 
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
 COPY = 1  # a compaction copy of a record from an older segment
 OVERFLOW = 2  # a dead letter made by journal.max_events
 EXPIRED = 4  # a dead letter made by journal.max_age_s
@@ -68,8 +70,7 @@ class Rec(NamedTuple):
 
 def make(kind: int, *, id: str = "", route: str = "", seq: int = 0, at: float = 0.0,
          flags: int = 0, tail: dict[str, Any] | None = None) -> Rec:
-    body = b"" if tail is None else json.dumps(
-        tail, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    body = b"" if tail is None else _ENCODER.encode(tail).encode("ascii")
     return Rec(kind, flags, seq, float(at), id, route, body)
 
 

@@ -77,7 +77,7 @@ class SegmentStore:
     def commit(self, records: list[Rec], *, sync: bool, may_roll: bool = True) -> None:
         """Write the records in one go (synced when asked) and apply them to the index."""
         frames = [rec.encode(r) for r in records]
-        data = b"".join(frames)
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         active = self._ensure_active()
         rolled = False
         if may_roll and active.size > 0 and active.size + len(data) > self._segment_bytes:
