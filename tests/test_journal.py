@@ -465,3 +465,18 @@ def test_failed_compaction_keeps_everything_and_is_retried(tmp_path: Path) -> No
     with open_journal(tmp_path, segment_bytes=2048) as again:
         assert pending_ids(again) == [event(0).event_id]
         assert again.stats().lost_records == 0
+
+
+def test_expiry_is_checked_at_most_once_a_second_of_wall_time(tmp_path: Path) -> None:
+    clock = Clock()
+    j = open_journal(tmp_path, JournalConfig(max_age_s=10.0), wall_clock=clock)
+    j.append(event(0))
+    clock.now += 9.8
+    j.append(event(1))  # checks: nothing old enough yet
+    clock.now += 0.5  # event 0 is now 10.3 s old, but the last check was 0.5 s ago
+    assert pending_ids(j)[0] == event(0).event_id
+    clock.now += 0.5
+    assert pending_ids(j) == [event(1).event_id]
+    clock.now -= 3600  # the wall clock set back: checked again, nothing younger expires
+    assert pending_ids(j) == [event(1).event_id]
+    j.close()
