@@ -98,8 +98,9 @@ def decode_at(data: bytes, pos: int, *, tail: bool = True) -> tuple[Rec, int] | 
         return None
     magic, crc, length, kind, flags, seq, at, id_len, route_len = _BOTH_UNPACK(data, pos)
     end = pos + HEADER_SIZE + length
+    # The cheap checks first: resynchronising tries every magic in a damaged stretch.
     if (magic != MAGIC or length > MAX_PAYLOAD or end > len(data) or length < _HEAD_SIZE
-            or zlib.crc32(data[pos + 6:end]) != crc or kind not in KINDS):
+            or kind not in KINDS or zlib.crc32(data[pos + 6:end]) != crc):
         return None
     cursor = pos + _BOTH_SIZE
     route_at = cursor + id_len
