@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -478,5 +479,15 @@ def test_expiry_is_checked_at_most_once_a_second_of_wall_time(tmp_path: Path) ->
     clock.now += 0.5
     assert pending_ids(j) == [event(1).event_id]
     clock.now -= 3600  # the wall clock set back: checked again, nothing younger expires
+    assert pending_ids(j) == [event(1).event_id]
+    j.close()
+
+
+def test_an_absurdly_large_event_is_refused_cleanly(tmp_path: Path) -> None:
+    j = open_journal(tmp_path)
+    huge = replace(event(0), name="x" * (2 << 20))
+    with pytest.raises(JournalError, match="cannot be written"):
+        j.append(huge)
+    j.append(event(1))
     assert pending_ids(j) == [event(1).event_id]
     j.close()

@@ -76,7 +76,11 @@ class SegmentStore:
 
     def commit(self, records: list[Rec], *, sync: bool, may_roll: bool = True) -> None:
         """Write the records in one go (synced when asked) and apply them to the index."""
-        frames = [rec.encode(r) for r in records]
+        try:
+            frames = [rec.encode(r) for r in records]
+        except ValueError as exc:  # an absurd event (a 64 KiB id, a 1 MiB name): not a disk fault
+            raise JournalError(f"journal record cannot be written: {exc}",
+                               fix="report this as a bug; the event is not journaled") from exc
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         active = self._ensure_active()
         rolled = False
