@@ -177,10 +177,10 @@ class SegmentStore:
         fd = self._fds.pop(number, None)
         if fd is not None:
             os.close(fd)
-        (self.directory / segment_name(number)).unlink()
-        fsync_dir(self.directory)
+        (self.directory / segment_name(number)).unlink(missing_ok=True)
         self._sizes.pop(number, None)
         self.index.live.pop(number, None)
+        fsync_dir(self.directory)
         log.debug("journal segment deleted", segment=number)
 
     def sync(self) -> None:
