@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -491,3 +492,18 @@ def test_an_absurdly_large_event_is_refused_cleanly(tmp_path: Path) -> None:
     j.append(event(1))
     assert pending_ids(j) == [event(1).event_id]
     j.close()
+
+
+def test_open_and_close_leak_no_descriptors(tmp_path: Path) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with open_journal(tmp_path, segment_bytes=2048) as j:
+        for n in range(40):
+            j.append(event(n))
+    before = open_fds()
+    for _ in range(5):
+        with open_journal(tmp_path, segment_bytes=2048) as j:
+            j.append(event(100 + _))
+        open_journal(tmp_path, read_only=True).close()
+    assert open_fds() == before

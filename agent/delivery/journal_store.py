@@ -55,7 +55,8 @@ class SegmentStore:
             try:
                 self._active = ActiveSegment(self.directory, numbers[-1], self._ops,
                                              create=False)
-                self._fds.setdefault(numbers[-1], _open_read(self._active.path))
+                if numbers[-1] not in self._fds:
+                    self._fds[numbers[-1]] = _open_read(self._active.path)
             except OSError as exc:
                 raise _write_error(exc, self.directory) from exc
         try:
