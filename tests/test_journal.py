@@ -502,8 +502,8 @@ def test_open_and_close_leak_no_descriptors(tmp_path: Path) -> None:
         for n in range(40):
             j.append(event(n))
     before = open_fds()
-    for _ in range(5):
+    for round_no in range(5):
         with open_journal(tmp_path, segment_bytes=2048) as j:
-            j.append(event(100 + _))
+            j.append(event(100 + round_no))
         open_journal(tmp_path, read_only=True).close()
     assert open_fds() == before
