@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 from journal_support import ENOSPC, FlakyOps, event, open_journal, pending_ids, segments
+from structlog.testing import capture_logs
 
+from agent.delivery import journal_records as rec
 from agent.errors import JournalError
 
 
@@ -262,3 +264,25 @@ def test_opening_a_new_journal_on_a_full_disk(tmp_path: Path) -> None:
     j.close()
     with open_journal(tmp_path) as again:
         assert pending_ids(again) == [event(0).event_id]
+
+
+def test_a_segment_that_cannot_be_started_does_not_stop_appends(tmp_path: Path) -> None:
+    ops = FlakyOps()
+    ops.fail_if = lambda data: data[10] == rec.META  # the kind byte of a new segment's header
+    j = open_journal(tmp_path, ops=ops, segment_bytes=1024)  # opens without a segment
+    assert segments(tmp_path) == []
+    ops.fail_if = None
+    j.append(event(0))  # creates the first segment
+    ops.fail_if = lambda data: data[10] == rec.META
+    with capture_logs() as logs:
+        for n in range(1, 12):
+            j.append(event(n))
+    assert len(segments(tmp_path)) == 1  # it could not roll ...
+    assert segments(tmp_path)[0].stat().st_size > 1024  # ... so the current one took them
+    assert any(e["event"].startswith("cannot start a new journal segment") for e in logs)
+    ops.fail_if = None
+    j.append(event(12))
+    assert len(segments(tmp_path)) == 2
+    j.close()
+    with open_journal(tmp_path, segment_bytes=1024) as again:
+        assert pending_ids(again) == [event(n).event_id for n in range(13)]

@@ -86,9 +86,15 @@ class SegmentStore:
         active = self._ensure_active()
         rolled = False
         if may_roll and active.size > 0 and active.size + len(data) > self._segment_bytes:
-            self._roll()
+            try:
+                self._roll()
+            except JournalError as exc:
+                # Not fatal: the current segment takes the record (or fails on its own).
+                log.error("cannot start a new journal segment; appending to the current one",
+                          segment=active.number, error=str(exc))
+            else:
+                rolled = True
             active = self._ensure_active()
-            rolled = True
         try:
             offset = active.append(data, sync=sync)
         except OSError as exc:
