@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,38 @@ def test_a_lost_ack_or_dead_record_brings_the_event_back_not_loses_it(tmp_path: 
     with open_journal(state) as j:
         assert pending_ids(j) == [event(i).event_id for i in range(4)]  # at-least-once
         assert j.stats().lost_records == 1
+
+
+def test_read_only_opens_beside_a_busy_writer_never_fail_or_report_loss(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    writer = open_journal(state, segment_bytes=2048)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def busy() -> None:
+        n = 0
+        try:
+            while not stop.is_set():
+                writer.append(event(n))
+                if n % 3:
+                    writer.ack(event(n).event_id)
+                n += 1
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        for _ in range(60):
+            with open_journal(state, read_only=True) as reader:
+                assert reader.stats().lost_records == 0
+                ids = pending_ids(reader)
+                assert ids == sorted(ids)
+                numbers = [int(i[-12:]) for i in ids]
+                # never-acked ones, and perhaps the newest whose ack was not written yet
+                assert all(k % 3 == 0 or k >= max(numbers) - 1 for k in numbers)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive() and failures == []
+    writer.close()
