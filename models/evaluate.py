@@ -28,6 +28,7 @@ import demo_data  # noqa: E402
 
 from agent.camera.render import PRODUCTS, Sample, box_iou  # noqa: E402
 from agent.config import ModelConfig  # noqa: E402
+from agent.logs import configure_logging  # noqa: E402
 from agent.detect.types import Detection, Detector  # noqa: E402
 
 IOU_MATCH = 0.5
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    configure_logging("warning", "plain")  # to stderr: stdout is the result
     detector = open_model(args.model, args.threads)
     try:
         result = evaluate(detector, held_out(args.count))
