@@ -28,8 +28,8 @@ import demo_data  # noqa: E402
 
 from agent.camera.render import PRODUCTS, Sample, box_iou  # noqa: E402
 from agent.config import ModelConfig  # noqa: E402
-from agent.logs import configure_logging  # noqa: E402
 from agent.detect.types import Detection, Detector  # noqa: E402
+from agent.logs import configure_logging  # noqa: E402
 
 IOU_MATCH = 0.5
 
