@@ -16,7 +16,6 @@ run that is stopped resumes from the last checkpoint.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -349,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.keras.utils.set_random_seed(args.seed)
-    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    tf.config.experimental.enable_op_determinism()
     if args.steps == 0:
         model = build()
     else:
