@@ -46,16 +46,16 @@ class FlakyOps(FileOps):
         self.writes = 0
         self.syncs = 0
 
-    def write(self, fd: int, data: bytes | memoryview) -> int:
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         self.writes += 1
         if self.fail_if is not None and self.fail_if(bytes(data)):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if self.fail_write is not None:
             if self.short_first and len(data) > 1:
                 self.short_first = False
-                return os.write(fd, bytes(data[: len(data) // 2]))
+                return os.pwrite(fd, bytes(data[: len(data) // 2]), offset)
             raise OSError(self.fail_write, os.strerror(self.fail_write))
-        return super().write(fd, data)
+        return super().pwrite(fd, data, offset)
 
     def fdatasync(self, fd: int) -> None:
         self.syncs += 1

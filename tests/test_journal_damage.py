@@ -24,7 +24,9 @@ def _written(tmp_path: Path, n: int = N_EVENTS,
         for i in range(n):
             j.append(event(i, "pending" if i % 4 == 0 else "basket"))
     [segment] = segments(state)
-    return state, rec.scan(segment.read_bytes()).records
+    found = rec.scan(segment.read_bytes())
+    segment.write_bytes(segment.read_bytes()[:found.data_end])  # as a finished segment is
+    return state, found.records
 
 
 def _copy(state: Path, target: Path) -> Path:
@@ -102,8 +104,13 @@ def test_zeroed_4k_blocks(tmp_path: Path) -> None:
             survivors = [eid for s, e, eid in spans if e <= start or s >= end]
             assert pending_ids(j) == survivors, block
             hit = len(spans) - len(survivors)
-            # an estimate from the damaged bytes: within a record or two of the truth
-            assert abs(j.stats().lost_records - hit) <= 2, (block, j.stats().lost_records, hit)
+            if end == len(data):
+                # Zeroes to the end read as space zeroed ahead of appends: this one
+                # kind of damage (a zeroed tail) is indistinguishable and not counted.
+                assert j.stats().lost_records <= 1, block
+            else:
+                # an estimate from the damaged bytes: within a record or two of the truth
+                assert abs(j.stats().lost_records - hit) <= 2, (block, j.stats().lost_records)
         shutil.rmtree(state)
 
 

@@ -21,13 +21,23 @@ from agent.delivery.journal_segments import FileOps
 
 
 class RecordingOps(FileOps):
+    """Remembers, per file, how far records were written and how far that was synced."""
+
     def __init__(self) -> None:
-        self.synced: dict[int, int] = {}  # inode -> size at the last fdatasync
+        self.written: dict[int, int] = {}  # inode -> end of the records written
+        self.synced: dict[int, int] = {}  # inode -> that end at the last fdatasync
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        done = super().pwrite(fd, data, offset)
+        if any(bytes(data[:done])):  # records; zeroes ahead of them are not data
+            inode = os.fstat(fd).st_ino
+            self.written[inode] = max(self.written.get(inode, 0), offset + done)
+        return done
 
     def fdatasync(self, fd: int) -> None:
         super().fdatasync(fd)
-        stat = os.fstat(fd)
-        self.synced[stat.st_ino] = stat.st_size
+        inode = os.fstat(fd).st_ino
+        self.synced[inode] = self.written.get(inode, 0)
 
 
 def _power_cut(source: Path, target: Path, ops: RecordingOps, rng: random.Random) -> None:
@@ -35,10 +45,11 @@ def _power_cut(source: Path, target: Path, ops: RecordingOps, rng: random.Random
     (target / "journal").mkdir(parents=True)
     for path in segments(source):
         data = bytearray(path.read_bytes())
-        synced = ops.synced.get(path.stat().st_ino)
-        if synced is not None and synced < len(data):  # never synced: written before this run
-            keep = rng.randint(synced, len(data))
-            del data[keep:]
+        inode = path.stat().st_ino
+        synced, written = ops.synced.get(inode), ops.written.get(inode, 0)
+        if synced is not None and synced < written:  # never synced: written before this run
+            keep = rng.randint(synced, written)
+            del data[keep:]  # what follows, zeroes ahead included, may not have reached disk
             if rng.random() < 0.3 and keep > synced:
                 start = rng.randint(synced, keep)
                 end = rng.randint(start, keep)

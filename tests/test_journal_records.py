@@ -96,10 +96,22 @@ def test_scan_of_a_clean_file() -> None:
     assert result.records[2][0] == sum(map(len, frames[:2]))
 
 
-def test_scan_of_empty_and_pure_garbage() -> None:
+def test_scan_of_empty_zeroed_and_pure_garbage() -> None:
     assert rec.scan(b"").records == [] and rec.scan(b"").damage == []
-    garbage = rec.scan(b"\x00" * 4096)
+    zeroed = rec.scan(bytes(4096))  # space zeroed ahead of appends: free, not damage
+    assert zeroed.records == [] and zeroed.damage == [] and zeroed.data_end == 0
+    garbage = rec.scan(b"\x17" * 4096)
     assert garbage.records == [] and garbage.lost_records >= 1 and garbage.torn_tail_only
+
+
+def test_zeroes_after_the_data_are_free_space() -> None:
+    frames = [rec.encode(_event_record(n)) for n in range(3)]
+    data = b"".join(frames)
+    result = rec.scan(data + bytes(1000))
+    assert len(result.records) == 3 and result.damage == [] and result.data_end == len(data)
+    torn = rec.scan(data[:-7] + bytes(1000))  # a torn record, then zeroes
+    assert len(torn.records) == 2 and torn.lost_records == 1 and torn.torn_tail_only
+    assert torn.data_end == len(data) - 7 - len(data[:-7]) + len(data[:-7].rstrip(b"\x00"))
 
 
 def test_scan_resynchronises_after_a_flipped_byte() -> None:

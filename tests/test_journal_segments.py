@@ -27,24 +27,56 @@ def test_names_and_listing(tmp_path: Path) -> None:
 
 
 def test_active_segment_appends_and_reports_offsets(tmp_path: Path) -> None:
-    segment = ActiveSegment(tmp_path, 1, FileOps(), create=True)
+    segment = ActiveSegment(tmp_path, 1, FileOps(), create=True, chunk=1)
     assert segment.append(b"abc", sync=True) == 0
     assert segment.append(b"defg", sync=False) == 3
     segment.sync()
     segment.close()
     segment.close()  # idempotent
     assert (tmp_path / segment_name(1)).read_bytes() == b"abcdefg"
-    again = ActiveSegment(tmp_path, 1, FileOps(), create=False)
+    again = ActiveSegment(tmp_path, 1, FileOps(), create=False, chunk=1)
     assert again.size == 7
     again.close()
 
 
+def test_space_is_zeroed_ahead_in_chunks_and_trimmed(tmp_path: Path) -> None:
+    ops = FlakyOps()
+    segment = ActiveSegment(tmp_path, 1, ops, create=True, chunk=16)
+    path = tmp_path / segment_name(1)
+    segment.append(b"abcd", sync=True)
+    assert path.read_bytes() == b"abcd" + bytes(12)  # one chunk, zeroes past the data
+    writes = ops.writes
+    segment.append(b"efgh", sync=True)  # inside the chunk: the record alone is written
+    assert ops.writes == writes + 1 and segment.allocated == 16
+    segment.append(b"0123456789", sync=True)  # past it: the next chunk first
+    assert path.stat().st_size == 32 and segment.size == 18
+    segment.trim()
+    assert path.read_bytes() == b"abcdefgh0123456789"
+    segment.close()
+    reopened = ActiveSegment(tmp_path, 1, ops, create=False, size=18, chunk=16)
+    assert reopened.append(b"x", sync=False) == 18
+    reopened.close()
+
+
+def test_no_room_for_a_chunk_writes_the_record_alone(tmp_path: Path) -> None:
+    class NoRoomForZeroes(FileOps):
+        def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+            if not any(bytes(data)):
+                raise OSError(errno.ENOSPC, "full")
+            return super().pwrite(fd, data, offset)
+
+    segment = ActiveSegment(tmp_path, 1, NoRoomForZeroes(), create=True, chunk=4096)
+    segment.append(b"abc", sync=True)
+    segment.close()
+    assert (tmp_path / segment_name(1)).read_bytes() == b"abc"
+
+
 def test_a_short_write_is_finished(tmp_path: Path) -> None:
     class Dribble(FileOps):
-        def write(self, fd: int, data: bytes | memoryview) -> int:
-            return super().write(fd, bytes(data[:2]))
+        def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+            return super().pwrite(fd, bytes(data[:2]), offset)
 
-    segment = ActiveSegment(tmp_path, 1, Dribble(), create=True)
+    segment = ActiveSegment(tmp_path, 1, Dribble(), create=True, chunk=1)
     segment.append(b"0123456789", sync=True)
     segment.close()
     assert (tmp_path / segment_name(1)).read_bytes() == b"0123456789"
@@ -52,7 +84,7 @@ def test_a_short_write_is_finished(tmp_path: Path) -> None:
 
 def test_a_write_that_makes_no_progress_is_an_error_not_a_hang(tmp_path: Path) -> None:
     class Stuck(FileOps):
-        def write(self, fd: int, data: bytes | memoryview) -> int:
+        def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
             return 0
 
     segment = ActiveSegment(tmp_path, 1, Stuck(), create=True)
@@ -64,16 +96,16 @@ def test_a_write_that_makes_no_progress_is_an_error_not_a_hang(tmp_path: Path) -
 
 def test_failed_write_is_cut_back_and_a_failed_cut_back_retried(tmp_path: Path) -> None:
     ops = FlakyOps()
-    segment = ActiveSegment(tmp_path, 1, ops, create=True)
-    segment.append(b"good", sync=True)
+    segment = ActiveSegment(tmp_path, 1, ops, create=True, chunk=64)
+    segment.append(b"good", sync=True)  # zeroes ahead to 64: the next write is the record
     ops.fail_write, ops.short_first, ops.fail_truncate = errno.ENOSPC, True, errno.EIO
     with pytest.raises(OSError):
         segment.append(b"0123456789", sync=True)
     path = tmp_path / segment_name(1)
-    assert path.read_bytes() == b"good01234"  # stuck: the cut back failed too
+    assert path.read_bytes().rstrip(b"\x00") == b"good01234"  # stuck: the cut back failed too
     ops.fail_write = ops.fail_truncate = None
     segment.append(b"next", sync=True)
-    assert path.read_bytes() == b"goodnext"
+    assert path.read_bytes().rstrip(b"\x00") == b"goodnext"
     segment.close()
 
 

@@ -76,6 +76,7 @@ def _filesystem(path: Path) -> str:
 
 
 def _segment_bytes(state: Path) -> bytes:
+    """Every segment's bytes in order (the active one ends in zeroes written ahead)."""
     return b"".join(p.read_bytes() for p in sorted((state / "journal").glob("seg-*.log")))
 
 
@@ -88,7 +89,7 @@ def bench_appends(root: Path, count: int) -> tuple[float, float]:
     raw_fd = os.open(root / "raw.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         with Journal.open(state, JournalConfig(max_events=count + 1)) as journal:
-            done = len(_segment_bytes(state))
+            done = rec.scan(_segment_bytes(state)).data_end
             for start in range(0, count, per_block):
                 block = events[start:start + per_block]
                 began = time.perf_counter()
@@ -96,9 +97,10 @@ def bench_appends(root: Path, count: int) -> tuple[float, float]:
                     journal.append(event)
                 journal_s += time.perf_counter() - began
                 written = _segment_bytes(state)
-                frames = [written[done + offset:done + offset + size]
-                          for offset, size, _ in rec.scan(written[done:]).records]
-                done = len(written)
+                found = rec.scan(written)
+                frames = [written[offset:offset + size]
+                          for offset, size, _ in found.records if offset >= done]
+                done = found.data_end
                 began = time.perf_counter()
                 for frame in frames:
                     os.write(raw_fd, frame)

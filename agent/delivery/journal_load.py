@@ -134,7 +134,7 @@ def _load_segment(directory: Path, number: int, last: bool, repair: bool,
         os.close(fd)
         raise
     loaded.fds[number] = fd
-    loaded.sizes[number] = len(data)
+    loaded.sizes[number] = scan.data_end  # past it: zeroes ahead of the appends
     apply = loaded.index.apply
     for offset, size, record in scan.records:
         apply(record, number, offset, size)

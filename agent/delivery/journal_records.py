@@ -130,11 +130,13 @@ class Scan:
     length: int
     records: list[tuple[int, int, Rec]] = field(default_factory=list)  # offset, size, record
     damage: list[Damage] = field(default_factory=list)
+    # Where the data ends: past it the file holds only zeroes (preallocated, never written).
+    data_end: int = 0
 
     @property
     def torn_tail_only(self) -> bool:
-        """One damaged stretch running to the end of the file: an interrupted last write."""
-        return len(self.damage) == 1 and self.damage[0].end == self.length
+        """One damaged stretch running to the end of the data: an interrupted last write."""
+        return len(self.damage) == 1 and self.damage[0].end == self.data_end
 
     @property
     def lost_records(self) -> int:
@@ -144,22 +146,27 @@ class Scan:
 def scan(data: bytes, *, tails: bool = True) -> Scan:
     """Every intact record in ``data`` in order, and the damaged stretches between them.
 
-    ``tails=False`` leaves the tails of defining records unread (see :func:`decode_at`).
+    A run of zeroes at the end is free space, not damage: segments are zeroed
+    ahead of the appends. ``tails=False`` leaves the tails of defining records
+    unread (see :func:`decode_at`).
     """
     result = Scan(len(data))
     records = result.records
     pos = 0
-    total = len(data)
+    zeroes_from = len(data.rstrip(b"\x00"))
     damaged: list[tuple[int, int]] = []
-    while pos < total:
+    while pos < zeroes_from:
         found = decode_at(data, pos, tail=tails)
         if found is not None:
             records.append((pos, found[1] - pos, found[0]))
             pos = found[1]
             continue
         resume = _next_intact(data, pos + 1)
+        if resume >= zeroes_from:  # nothing intact follows: the damage ends where zeroes begin
+            resume = zeroes_from
         damaged.append((pos, resume))
         pos = resume
+    result.data_end = pos
     if damaged:
         average = (sum(size for _, size, _ in records) / len(records) if len(records) >= 4
                    else TYPICAL_RECORD)

@@ -21,6 +21,8 @@ from agent.fsutil import fsync_dir, move_aside
 _SEGMENT = re.compile(r"^seg-(\d{8})\.log$")
 _REPAIR = re.compile(r"^(seg-\d{8}\.log)\.repair$")
 REPAIR_SUFFIX = ".repair"
+# Zeroed ahead of the appends: one file-size change per this many bytes, not per event.
+PREALLOCATE = 256 << 10
 
 
 def segment_name(number: int) -> str:
@@ -42,8 +44,8 @@ class FileOps:
     Tests substitute a subclass that fails like a full or broken disk.
     """
 
-    def write(self, fd: int, data: bytes | memoryview) -> int:
-        return os.write(fd, data)
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
 
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)
@@ -103,33 +105,45 @@ def replace_damaged(directory: Path, number: int, intact: bytes) -> Path:
 
 
 class ActiveSegment:
-    """The segment being appended to. Every failed write is cut back to the last good size."""
+    """The segment being appended to, preallocated in zeroed chunks.
 
-    def __init__(self, directory: Path, number: int, ops: FileOps, *, create: bool) -> None:
+    Records are written with ``pwrite`` at the logical end (``size``) into space
+    zeroed ahead of time, ``PREALLOCATE`` bytes at a go, so the ``fdatasync`` after
+    an append flushes the data block alone: no file-size change, no filesystem
+    journal commit. That makes it cheaper, and on an SD card it spares the flash
+    a metadata write per event. A zeroed tail reads as free space, never as
+    damage. Near a full disk the chunk is skipped and the record written alone.
+    Every failed write is cut back to the last good size (which also drops the
+    preallocation; the next append zeroes a new chunk).
+    """
+
+    def __init__(self, directory: Path, number: int, ops: FileOps, *, create: bool,
+                 size: int | None = None, chunk: int = PREALLOCATE) -> None:
         self.directory = directory
         self.number = number
         self.path = directory / segment_name(number)
         self._ops = ops
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        self._chunk = max(1, chunk)
+        flags = os.O_RDWR | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT | os.O_TRUNC
         self.fd = os.open(self.path, flags, 0o600)
-        self.size = os.fstat(self.fd).st_size
+        self.allocated = os.fstat(self.fd).st_size
+        # The logical end: where the next record goes. Opening passes the end of the
+        # data it found; what lies beyond it is zeroes.
+        self.size = self.allocated if size is None else min(size, self.allocated)
         # Set when a failed write could not be cut back: the next write tries again first.
         self._torn = False
 
     def append(self, data: bytes, *, sync: bool) -> int:
-        """Write ``data`` at the end and return its offset; on OSError nothing is left behind."""
+        """Write ``data`` at the logical end and return its offset; on OSError nothing is left."""
         if self._torn:
             self._cut_back()
         offset = self.size
         try:
-            view = memoryview(data)
-            while view:
-                written = self._ops.write(self.fd, view)
-                if written <= 0:  # a regular file does not do this; never loop on it
-                    raise OSError(errno.EIO, "write made no progress")
-                view = view[written:]
+            if offset + len(data) > self.allocated:
+                self._preallocate(offset + len(data))
+            self._write_all(data, offset)
             if sync:
                 self._ops.fdatasync(self.fd)
         except OSError:
@@ -140,13 +154,42 @@ class ActiveSegment:
                 pass  # retried before the next write
             raise
         self.size = offset + len(data)
+        self.allocated = max(self.allocated, self.size)
         return offset
+
+    def _preallocate(self, needed: int) -> None:
+        target = -(-needed // self._chunk) * self._chunk  # rounded up to whole chunks
+        try:
+            self._write_all(bytes(target - self.allocated), self.allocated)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self._ops.truncate(self.fd, self.size)  # no room for a chunk: the record alone
+            self.allocated = self.size
+            return
+        self.allocated = target
+
+    def _write_all(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._ops.pwrite(self.fd, view, offset)
+            if written <= 0:  # a regular file does not do this; never loop on it
+                raise OSError(errno.EIO, "write made no progress")
+            view = view[written:]
+            offset += written
 
     def sync(self) -> None:
         self._ops.fdatasync(self.fd)
 
+    def trim(self) -> None:
+        """Drop the zeroed space past the logical end (when the segment is finished)."""
+        if self.allocated > self.size:
+            self._ops.truncate(self.fd, self.size)
+            self.allocated = self.size
+
     def _cut_back(self) -> None:
         self._ops.truncate(self.fd, self.size)
+        self.allocated = self.size
         self._torn = False
 
     def close(self) -> None:

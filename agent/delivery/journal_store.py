@@ -24,7 +24,7 @@ from agent.delivery import journal_records as rec
 from agent.delivery.journal_index import Index, Item
 from agent.delivery.journal_load import Loaded
 from agent.delivery.journal_records import Rec
-from agent.delivery.journal_segments import ActiveSegment, FileOps, segment_name
+from agent.delivery.journal_segments import PREALLOCATE, ActiveSegment, FileOps, segment_name
 from agent.errors import JournalError
 from agent.fsutil import fsync_dir
 
@@ -40,6 +40,8 @@ class SegmentStore:
         self._sizes = loaded.sizes
         self._ops = ops
         self._segment_bytes = segment_bytes
+        # Zero ahead no further than a segment reaches before the next one starts.
+        self._chunk = min(PREALLOCATE, segment_bytes)
         self._active: ActiveSegment | None = None
         self.unsynced = 0  # batches written since the last fdatasync
 
@@ -54,7 +56,8 @@ class SegmentStore:
         if numbers:
             try:
                 self._active = ActiveSegment(self.directory, numbers[-1], self._ops,
-                                             create=False)
+                                             create=False, size=self._sizes[numbers[-1]],
+                                             chunk=self._chunk)
                 if numbers[-1] not in self._fds:
                     self._fds[numbers[-1]] = _open_read(self._active.path)
             except OSError as exc:
@@ -120,6 +123,7 @@ class SegmentStore:
         active = self._active
         assert active is not None
         try:
+            active.trim()
             active.sync()
             self._new_segment(active.number + 1)
         except OSError as exc:
@@ -128,7 +132,8 @@ class SegmentStore:
         self.unsynced = 0
 
     def _new_segment(self, number: int) -> None:
-        segment = ActiveSegment(self.directory, number, self._ops, create=True)
+        segment = ActiveSegment(self.directory, number, self._ops, create=True,
+                                chunk=self._chunk)
         try:
             segment.append(rec.encode(self.index.counters.meta()), sync=True)
             fsync_dir(self.directory)
