@@ -161,9 +161,8 @@ def scan(data: bytes, *, tails: bool = True) -> Scan:
             records.append((pos, found[1] - pos, found[0]))
             pos = found[1]
             continue
-        resume = _next_intact(data, pos + 1)
-        if resume >= zeroes_from:  # nothing intact follows: the damage ends where zeroes begin
-            resume = zeroes_from
+        # With nothing intact after it, the damage ends where the zeroes begin.
+        resume = min(_next_intact(data, pos + 1), zeroes_from)
         damaged.append((pos, resume))
         pos = resume
     result.data_end = pos
