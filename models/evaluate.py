@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ for _path in (str(HERE.parent), str(HERE)):
 import demo_data  # noqa: E402
 
 from agent.camera.render import PRODUCTS, Sample, box_iou  # noqa: E402
-from agent.config import ModelConfig  # noqa: E402
+from agent.config import DetectionConfig, ModelConfig  # noqa: E402
 from agent.detect.types import Detection, Detector  # noqa: E402
 from agent.logs import configure_logging  # noqa: E402
 
@@ -41,6 +42,11 @@ class Evaluation:
     images: int
     objects: int
     detections: int
+    # At the tracker's default min_score: what the basket logic actually counts.
+    min_score: float = DetectionConfig().min_score
+    counts_right: float = 0.0  # share of images whose per-label counts are exactly right
+    extra: int = 0  # detections beyond the truth's count of their label
+    missed: int = 0  # objects beyond the detections' count of their label
 
 
 def average_precision(scored_hits: Sequence[tuple[float, bool]], positives: int) -> float:
@@ -79,10 +85,12 @@ def match(
     return out
 
 
-def evaluate(detector: Detector, samples: Iterable[Sample]) -> Evaluation:
+def evaluate(
+    detector: Detector, samples: Iterable[Sample], min_score: float = DetectionConfig().min_score
+) -> Evaluation:
     hits: dict[str, list[tuple[float, bool]]] = {p: [] for p in PRODUCTS}
     positives = dict.fromkeys(PRODUCTS, 0)
-    images = n_det = 0
+    images = n_det = right = extra = missed = 0
     for sample in samples:
         images += 1
         truth = [
@@ -93,6 +101,11 @@ def evaluate(detector: Detector, samples: Iterable[Sample]) -> Evaluation:
             positives[label] += 1
         detections = detector.detect(sample.image)
         n_det += len(detections)
+        wanted = Counter(label for label, _ in truth)
+        counted = Counter(d.label for d in detections if d.score >= min_score)
+        right += counted == wanted
+        extra += sum((counted - wanted).values())
+        missed += sum((wanted - counted).values())
         for det, hit in match(detections, truth):
             if det.label in hits:
                 hits[det.label].append((det.score, hit))
@@ -104,6 +117,10 @@ def evaluate(detector: Detector, samples: Iterable[Sample]) -> Evaluation:
         images=images,
         objects=sum(positives.values()),
         detections=n_det,
+        min_score=min_score,
+        counts_right=right / images if images else 0.0,
+        extra=extra,
+        missed=missed,
     )
 
 
@@ -138,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mAP@0.5 {result.map50:.4f} on {result.images} images, {result.objects} objects")
         for label, value in result.ap50.items():
             print(f"  {label:<8} AP@0.5 {value:.4f}")
+        print(
+            f"at min_score {result.min_score:.2f}: counts right in {result.counts_right:.1%} "
+            f"of images; {result.extra} extra, {result.missed} missed detections"
+        )
     return 0
 
 

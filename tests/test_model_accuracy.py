@@ -185,3 +185,34 @@ def test_evaluation_of_a_perfect_detector_is_one(evaluate: ModuleType) -> None:
     result = evaluate.evaluate(Oracle(), samples)
     assert result.map50 == pytest.approx(1.0)
     assert result.objects == result.detections == sum(len(s.boxes) for s in samples)
+    assert (result.counts_right, result.extra, result.missed) == (1.0, 0, 0)
+
+
+def test_evaluation_counts_extra_and_missed_detections(evaluate: ModuleType) -> None:
+    """Each product reported twice, the second time weakly; then every first one dropped."""
+    samples = [s for s in evaluate.held_out(20) if len(s.boxes)]
+    objects = sum(len(s.boxes) for s in samples)
+
+    def truth_of(image: np.ndarray) -> list[Detection]:
+        s = next(s for s in samples if s.image is image)
+        return [
+            _det(PRODUCTS[c], 0.9, tuple(map(float, b)))  # type: ignore[arg-type]
+            for b, c in zip(s.boxes, s.class_ids, strict=True)
+        ]
+
+    class Doubler:
+        def detect(self, image: np.ndarray) -> list[Detection]:
+            found = truth_of(image)
+            return found + [Detection(d.class_id, d.label, 0.5, d.box) for d in found]
+
+    class Blind:
+        def detect(self, image: np.ndarray) -> list[Detection]:
+            return [Detection(d.class_id, d.label, 0.1, d.box) for d in truth_of(image)]
+
+    doubled = evaluate.evaluate(Doubler(), samples, min_score=0.4)
+    assert (doubled.counts_right, doubled.extra, doubled.missed) == (0.0, objects, 0)
+    assert doubled.map50 == pytest.approx(1.0)  # duplicates rank below every true hit
+    # Above the duplicates' score they no longer count.
+    assert evaluate.evaluate(Doubler(), samples, min_score=0.6).counts_right == 1.0
+    blind = evaluate.evaluate(Blind(), samples, min_score=0.4)
+    assert (blind.counts_right, blind.extra, blind.missed) == (0.0, 0, objects)
