@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -156,14 +154,3 @@ def test_random_sample_boxes_and_ids_agree() -> None:
         assert np.all((sample.boxes >= 0) & (sample.boxes <= 1))
         counts.append(len(sample.boxes))
     assert min(counts) == 0 and max(counts) >= 4
-
-
-def test_rendering_is_fast_enough_for_thousands_of_frames() -> None:
-    """A loose bound (the goal is < 5 ms); benchmarks measure the real figure."""
-    rng = np.random.default_rng(0)
-    items = [random_item(rng, SIZE) for _ in range(6)]
-    render_scene(rng, items, SIZE)
-    start = time.perf_counter()
-    for _ in range(100):
-        render_scene(rng, items, SIZE, random_occluder(rng))
-    assert (time.perf_counter() - start) / 100 < 0.05
