@@ -8,9 +8,9 @@ segment files ``seg-NNNNNNNN.log`` of CRC32-framed records
 Opening (:mod:`journal_load`) replays the segments in order into an in-memory
 index (:mod:`journal_index`); a damaged stretch is skipped, the intact records
 are kept, the original file is moved aside and the loss is counted in
-``stats().lost_records`` and logged at ERROR. Writing and compaction are in
-:mod:`journal_store`, the files themselves in :mod:`journal_segments`. Opening never raises
-on damaged content or a full disk, only on real I/O errors and a held lock.
+``stats().lost_records`` and logged at ERROR. Opening never raises on damaged
+content or a full disk, only on real I/O errors and a held lock. Writing and
+compaction are in :mod:`journal_store`, the files in :mod:`journal_segments`.
 Compaction (at each new segment) deletes the oldest segment once nothing in
 it is live, copying its few live records forward first when that frees space.
 
