@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,24 +41,59 @@ def backend(tmp_path: Path) -> Iterator[ReferenceBackend]:
         yield server
 
 
+class NotifyListener:
+    """A NOTIFY_SOCKET read as systemd does: promptly, by its own thread.
+
+    Linux queues only a few datagrams on a unix socket (net.unix.max_dgram_qlen),
+    so reading after the child exits would drop messages the agent did send.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.1)
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            with self._lock:
+                self._lines += data.decode().splitlines()
+
+    def lines(self) -> list[str]:
+        """Every assignment received so far, one per line ("READY=1", "MAINPID=..", ...)."""
+        with self._lock:
+            return list(self._lines)
+
+    def wait_for(self, line: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if line in self.lines():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> list[str]:
+        time.sleep(0.2)  # let the reader take what is queued
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+        return self.lines()
+
+
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.2)
-    yield sock, path
-    sock.close()
-
-
-def drain_messages(sock: socket.socket) -> list[str]:
-    """Every assignment received so far, one per line ("READY=1", "MAINPID=..", ...)."""
-    lines: list[str] = []
-    while True:
-        try:
-            lines += sock.recv(4096).decode().splitlines()
-        except TimeoutError:
-            return lines
+def notify(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(str(tmp_path / "notify.sock"))
+    yield listener
+    listener.close()
 
 
 def delivered(backend: ReferenceBackend) -> list[dict]:
@@ -101,14 +137,14 @@ def test_backend_down_keeps_events_then_flush_delivers(tmp_path: Path) -> None:
 
 def test_notify_ready_watchdog_stopping_in_order(
         tmp_path: Path, backend: ReferenceBackend,
-        notify_socket: tuple[socket.socket, str]) -> None:
-    sock, path = notify_socket
+        notify: NotifyListener) -> None:
+    path = notify.path
     env = agent_env(NOTIFY_SOCKET=path, WATCHDOG_USEC="200000")
     result = run_agent_cli("run", "--camera", "synthetic:2", "--device", "cpu", "--max-frames",
                            "200", "--state-dir", str(tmp_path / "s"), "--backend", backend.url,
                            env=env)
     assert result.returncode == 0, result.stderr
-    messages = drain_messages(sock)
+    messages = notify.close()
     kinds = [m.split("=", 1)[0] for m in messages]
     assert kinds.index("READY") < kinds.index("WATCHDOG") < kinds.index("STOPPING")
     assert kinds[-1] == "STOPPING"
@@ -117,21 +153,21 @@ def test_notify_ready_watchdog_stopping_in_order(
 
 def test_not_paired_status_shows_the_pairing_code(
         tmp_path: Path, backend: ReferenceBackend,
-        notify_socket: tuple[socket.socket, str]) -> None:
-    sock, path = notify_socket
+        notify: NotifyListener) -> None:
+    path = notify.path
     result = run_agent_cli("run", "--camera", "synthetic:2", "--device", "cpu", "--max-frames",
                            "300", "--state-dir", str(tmp_path / "s"), "--backend", backend.url,
                            env=agent_env(NOTIFY_SOCKET=path))
     assert result.returncode == 0, result.stderr
     code = json.loads((tmp_path / "s" / "identity.json").read_text())["code"]
     assert code in result.stderr  # logged at WARNING until paired
-    assert any("STATUS=" in m and code in m for m in drain_messages(sock))
+    assert any("STATUS=" in m and code in m for m in notify.close())
 
 
 def test_sigterm_stops_cleanly_and_keeps_the_view(
         tmp_path: Path, backend: ReferenceBackend,
-        notify_socket: tuple[socket.socket, str]) -> None:
-    sock, path = notify_socket
+        notify: NotifyListener) -> None:
+    path = notify.path
     state = tmp_path / "s"
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", "cpu",
@@ -139,11 +175,7 @@ def test_sigterm_stops_cleanly_and_keeps_the_view(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=agent_env(NOTIFY_SOCKET=path, BASKETAGENT_CAMERA_FPS="60"))
     try:
-        deadline = time.monotonic() + 60
-        seen: list[str] = []
-        while "READY=1" not in seen and time.monotonic() < deadline:
-            seen += drain_messages(sock)
-        assert "READY=1" in seen
+        assert notify.wait_for("READY=1", 60)
         time.sleep(1.0)  # a real process: let it run some frames
         sent_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -157,7 +189,7 @@ def test_sigterm_stops_cleanly_and_keeps_the_view(
     assert took < 8.0
     assert "Traceback" not in err
     assert (state / "view.json").exists()
-    assert "STOPPING=1" in drain_messages(sock)
+    assert "STOPPING=1" in notify.close()
 
 
 def test_journald_lines_when_journal_stream_is_stdout(
@@ -178,8 +210,8 @@ def test_journald_lines_when_journal_stream_is_stdout(
 
 def test_second_agent_on_the_same_state_dir_is_refused(
         tmp_path: Path, backend: ReferenceBackend,
-        notify_socket: tuple[socket.socket, str]) -> None:
-    sock, path = notify_socket
+        notify: NotifyListener) -> None:
+    path = notify.path
     state = tmp_path / "s"
     first = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", "cpu",
@@ -187,10 +219,7 @@ def test_second_agent_on_the_same_state_dir_is_refused(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=agent_env(NOTIFY_SOCKET=path, BASKETAGENT_CAMERA_FPS="30"))
     try:
-        deadline = time.monotonic() + 60
-        seen: list[str] = []
-        while "READY=1" not in seen and time.monotonic() < deadline:
-            seen += drain_messages(sock)
+        assert notify.wait_for("READY=1", 60)
         second = run_agent_cli("run", "--camera", "synthetic:4", "--device", "cpu",
                                "--max-frames", "10", "--state-dir", str(state),
                                "--backend", backend.url)

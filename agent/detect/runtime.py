@@ -16,6 +16,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from agent.detect.native_stderr import native_stderr_logged
 from agent.errors import AcceleratorError, ConfigError, ModelError, OperationalError
 
 RUNTIME_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
@@ -101,9 +102,10 @@ def make_interpreter(module: ModuleType, model_path: str, *, threads: int,
                      delegates: list[Any] | None = None) -> Any:
     """A ready interpreter (tensors allocated); runtime errors become ModelError."""
     try:
-        interpreter = module.Interpreter(model_path=model_path, num_threads=threads,
-                                         experimental_delegates=delegates or None)
-        interpreter.allocate_tensors()
+        with native_stderr_logged():
+            interpreter = module.Interpreter(model_path=model_path, num_threads=threads,
+                                             experimental_delegates=delegates or None)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"model file {model_path} cannot be loaded: {first_line(exc)}",
                          fix="use a TFLite detector model exported for this runtime") from exc
