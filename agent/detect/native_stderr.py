@@ -47,7 +47,6 @@ def native_stderr_logged() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            text = capture.read().decode(errors="replace")
-    for line in text.splitlines():
-        if line.strip():
-            _log_line(line.strip())
+            for line in capture.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    _log_line(line.strip())
