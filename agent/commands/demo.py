@@ -32,11 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames to process (default 600, 20 s at --fps)")
     parser.add_argument("--fps", type=positive_float, default=30.0, help="frame rate (default 30)")
     parser.add_argument("--seed", type=int, default=7, help="synthetic scene seed (default 7)")
-    parser.add_argument("--pair-after", type=non_negative_float, default=4.0, metavar="S",
-                        help="seconds after registration at which the demo pairs the device")
+    parser.add_argument("--pair-after", type=non_negative_float, default=3.0, metavar="S",
+                        help="seconds a pending item is held before the demo pairs the device "
+                             "(default 3)")
+    parser.add_argument("--verbose", action="store_true", help="show the agent's info log lines")
 
 
-def demo_config(base: Config, *, backend_url: str, state_dir: Path, seed: int, fps: float) -> Config:
+def demo_config(base: Config, *, backend_url: str, state_dir: Path, seed: int, fps: float,
+                verbose: bool) -> Config:
     """Embedded defaults with the demo's backend, state dir and source; quick retries."""
     return build_config(flags={
         "backend": {"url": backend_url},
@@ -46,19 +49,23 @@ def demo_config(base: Config, *, backend_url: str, state_dir: Path, seed: int, f
         "delivery": {"backoff_initial_s": 0.2, "backoff_max_s": 2.0,
                      "register_backoff_max_s": 2.0, "not_paired_retry_s": 0.5,
                      "shutdown_grace_s": 20.0},
-        "log": {"level": base.log.level, "format": base.log.format},
+        "log": {"level": "info" if verbose else "warning", "format": base.log.format},
     })
 
 
 class Narrator:
     """Prints what happens, as it happens: events, registration, pairing, deliveries."""
 
-    def __init__(self, backend: Any, out: TextIO, pair_after: float, stop: threading.Event) -> None:
+    def __init__(self, backend: Any, out: TextIO, pair_after: float, stop: threading.Event,
+                 names: dict[str, str], pair_by: float) -> None:
         self.backend = backend
         self.out = out
         self.pair_after = pair_after
+        self.pair_by = pair_by  # pair at the latest this long after registration
         self.stop = stop
+        self.names = names  # productId -> name, for items the backend lists without one
         self._seen: set[str] = set()
+        self._pending_held = threading.Event()
         self._lock = threading.Lock()
         self.threads: list[threading.Thread] = []
 
@@ -69,6 +76,9 @@ class Narrator:
     def on_event(self, event: ProductEvent) -> None:
         where = "basket" if event.route == "basket" else "pending approval"
         self.say(f"  detected  +{event.quantity} {event.name} ({event.confidence:.0%}) -> {where}")
+        if event.route != "basket" and not self._pending_held.is_set():
+            self._pending_held.set()
+            self.say("  (below the basket threshold: held until the device is paired)")
 
     def on_ready(self, sender: Any) -> None:
         for target in (self._pair_when_registered, self._watch_deliveries):
@@ -86,8 +96,9 @@ class Narrator:
         else:
             return
         self.say(f"registered as device {status.device_id}; pairing code {status.pairing_code}")
-        self.say(f"  (pending items wait until the code is typed into the web app; "
-                 f"the demo does that in {self.pair_after:g} s)")
+        self.say("  (pending items wait until a person types the code into the web app; the demo "
+                 f"does that {self.pair_after:g} s after the first one)")
+        self._pending_held.wait(self.pair_by)
         if self.stop.wait(self.pair_after):
             return
         if self.backend.pair(status.pairing_code):
@@ -104,7 +115,7 @@ class Narrator:
                 if item["eventId"] in self._seen:
                     continue
                 self._seen.add(item["eventId"])
-                name = item.get("name") or item["productId"]
+                name = item.get("name") or self.names.get(item["productId"], item["productId"])
                 self.say(f"  delivered {item['quantity']} x {name} "
                          f"({item['confidence']:.0%}) to {kind}")
 
@@ -116,18 +127,24 @@ class Narrator:
 
 
 def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
+    from agent.basket.catalog import Catalog
     from agent.devserver import ReferenceBackend
+    from agent.logs import configure_logging
     from agent.service import run_agent
 
+    configure_logging("info" if args.verbose else "warning", config.log.format,
+                      journal_stream=os.environ.get("JOURNAL_STREAM"))
     with tempfile.TemporaryDirectory(prefix="basketagent-demo-") as tmp:
         state_dir = Path(tmp) / "state"
         with ReferenceBackend(db_path=Path(tmp) / "backend.sqlite3") as backend:
             cfg = demo_config(config, backend_url=backend.url, state_dir=state_dir,
-                              seed=args.seed, fps=args.fps)
+                              seed=args.seed, fps=args.fps, verbose=args.verbose)
             print(f"basketagent demo: bundled model on synthetic frames ({args.frames} frames at "
                   f"{args.fps:g} fps)\n  reference backend {backend.url}, state in {state_dir}",
                   file=out, flush=True)
-            narrator = Narrator(backend, out, args.pair_after, threading.Event())
+            names = {product.product_id: product.name for product in Catalog.bundled()}
+            narrator = Narrator(backend, out, args.pair_after, threading.Event(), names,
+                                pair_by=0.75 * args.frames / args.fps)
             try:
                 summary = run_agent(cfg, stop=threading.Event(), max_frames=args.frames,
                                     env={k: v for k, v in os.environ.items()
