@@ -92,11 +92,7 @@ def run_agent(
         stack.callback(journal.close)
         detector = open_detector(config.model, delegate_loader=delegate_loader)
         stack.callback(detector.close)
-        info = detector.info
-        if info.fallback_reason:
-            log.warning("running on the CPU, not the Edge TPU", reason=info.fallback_reason)
-        log.info("model loaded", model=info.model_path, device=info.device, layout=info.layout,
-                 input_size=f"{info.input_size[0]}x{info.input_size[1]}")
+        info = detector.info  # the detector has logged what it loaded, and any fallback
         catalog = Catalog.load(Path(config.model.catalog)) if config.model.catalog else Catalog.bundled()
         source = open_source(config.camera.source, config.camera, size=info.input_size)
         stack.callback(source.close)
