@@ -1,20 +1,23 @@
 """The journal against a plain in-memory model, driven by hypothesis through random histories.
 
-Appends, acks, dead letters, requeues, the clock moving (expiry), both full
+Appends, acks, dead letters, requeues, the clock moving (expiry), a full or
+failing disk refusing an append or an ack, both full
 policies with tiny bounds, and reopening (a restart) at any point: after every
 step the journal must hold exactly what the model holds, in the same order.
 """
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from journal_support import Clock, event, open_journal
+from journal_support import Clock, FlakyOps, event, open_journal
 
 from agent.config import JournalConfig
 from agent.errors import JournalError
@@ -44,8 +47,9 @@ class JournalModel(RuleBasedStateMachine):
         self._open()
 
     def _open(self) -> None:
+        self.ops = FlakyOps()
         self.journal = open_journal(self.dir, self.config, wall_clock=self.clock,
-                                    segment_bytes=self.segment_bytes)
+                                    segment_bytes=self.segment_bytes, ops=self.ops)
 
     # -- the model's rules ----------------------------------------------------------------
 
@@ -85,6 +89,34 @@ class JournalModel(RuleBasedStateMachine):
             self._to_dead(victims, "overflowed")
         self.journal.append(e)
         self.pending.append((e.event_id, route, self.clock.now))
+
+    @rule(route=st.sampled_from(["basket", "pending"]),
+          failure=st.sampled_from(["enospc", "short", "eio-sync"]))
+    def failing_append(self, route: str, failure: str) -> None:
+        """A full or failing disk: the append is refused and nothing changes."""
+        e = event(self.n, route)
+        self.n += 1
+        if failure == "eio-sync":
+            self.ops.fail_sync = errno.EIO
+        else:
+            self.ops.fail_write, self.ops.short_first = errno.ENOSPC, failure == "short"
+        try:
+            with pytest.raises(JournalError):
+                self.journal.append(e)
+        finally:
+            self.ops.fail_write = self.ops.fail_sync = None
+            self.ops.short_first = False
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data())
+    def failing_ack(self, data) -> None:
+        event_id, _, _ = data.draw(st.sampled_from(self.pending))
+        self.ops.fail_write = errno.EIO
+        try:
+            with pytest.raises(JournalError):
+                self.journal.ack(event_id)
+        finally:
+            self.ops.fail_write = None
 
     @precondition(lambda self: self.pending)
     @rule(data=st.data())

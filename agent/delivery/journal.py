@@ -183,7 +183,7 @@ class Journal:
             over = len(index.pending) - len(leaving) + 1 - self.config.max_events
             if over > 0 and self.config.full_policy == "reject_new":
                 if records:
-                    self._store.commit(records + self._drop_records(records), sync=True)
+                    self._commit_expiry(records)
                 raise JournalError(
                     f"journal full: {len(index.pending)} events pending "
                     f"(journal.max_events = {self.config.max_events}); new event refused",
@@ -200,7 +200,11 @@ class Journal:
             records.append(rec.make(rec.EVENT, id=event.event_id, route=event.route,
                                     seq=self._next_seq(records), at=now,
                                     tail={"e": _event_dict(event)}))
-            self._store.commit(records, sync=True)
+            try:
+                self._store.commit(records, sync=True)
+            except JournalError:
+                self._expiry_checked = float("-inf")  # what expired is still to be moved
+                raise
 
     def pending(self, route: str | None = None, limit: int = 100) -> list[JournalEntry]:
         """Undelivered events, oldest first (per route when ``route`` is given)."""
@@ -347,7 +351,14 @@ class Journal:
     def _expire_now(self) -> None:
         records = self._expiry_records(self._wall())
         if records:
+            self._commit_expiry(records)
+
+    def _commit_expiry(self, records: list[Rec]) -> None:
+        try:
             self._store.commit(records + self._drop_records(records), sync=True)
+        except JournalError:
+            self._expiry_checked = float("-inf")  # not moved: look again next time
+            raise
 
     def _drop_records(self, records: list[Rec]) -> list[Rec]:
         """Drops of the oldest dead letters so the store stays within max_dead_letters."""
