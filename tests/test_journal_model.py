@@ -1,9 +1,9 @@
 """The journal against a plain in-memory model, driven by hypothesis through random histories.
 
 Appends, acks, dead letters, requeues, the clock moving (expiry), a full or
-failing disk refusing an append or an ack, both full
-policies with tiny bounds, and reopening (a restart) at any point: after every
-step the journal must hold exactly what the model holds, in the same order.
+failing disk refusing an append or an ack, both full policies with tiny
+bounds, and reopening (a restart) at any point: after every step the journal
+must hold exactly what the model holds, in the same order.
 """
 
 from __future__ import annotations
