@@ -18,10 +18,21 @@ from pathlib import Path
 
 import structlog
 
+from agent.basket.catalog import Catalog
 from agent.basket.event import ProductEvent
+from agent.basket.tracker import BasketTracker
+from agent.basket.view_store import ViewStore
+from agent.camera.sources import open_source
+from agent.clock import clock_synced
 from agent.config import Config
+from agent.delivery.client import BackendClient
+from agent.delivery.identity import IdentityStore
+from agent.delivery.journal import Journal
+from agent.delivery.sender import Sender
+from agent.detect.detector import open_detector
 from agent.errors import OperationalError
 from agent.runner import FrameLoop, LoopStats
+from agent.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
@@ -70,18 +81,6 @@ def run_agent(
 
     ``on_ready`` receives the started sender (the demo uses it to show pairing).
     """
-    from agent.basket.catalog import Catalog
-    from agent.basket.tracker import BasketTracker
-    from agent.basket.view_store import ViewStore
-    from agent.camera.sources import open_source
-    from agent.clock import clock_synced
-    from agent.delivery.client import BackendClient
-    from agent.delivery.identity import IdentityStore
-    from agent.delivery.journal import Journal
-    from agent.delivery.sender import Sender
-    from agent.detect.detector import open_detector
-    from agent.systemd import Notifier
-
     env = os.environ if env is None else env
     notifier = Notifier.from_env(env)
     state_dir = ensure_state_dir(config.state_dir)

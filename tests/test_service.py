@@ -241,14 +241,28 @@ def test_missing_camera_is_exit_3_one_line(tmp_path: Path) -> None:
 
 
 def test_bad_model_file_is_exit_2_and_journal_untouched(tmp_path: Path) -> None:
+    from agent.basket.event import ProductEvent
+    from agent.config import JournalConfig
+    from agent.delivery.journal import Journal
+
+    state = tmp_path / "s"
+    journal = Journal.open(state, JournalConfig())
+    journal.append(ProductEvent("0193a4c2-0000-7000-8000-000000000001", "basket", "P001",
+                                "Organic Apples", 1, 0.9, "2026-12-04T10:00:00.000Z"))
+    journal.close()
     bad = tmp_path / "model.tflite"
     bad.write_bytes(b"not a model at all")
     result = run_agent_cli("run", "--camera", "synthetic", "--model", str(bad),
-                           "--device", "cpu", "--max-frames", "5",
-                           "--state-dir", str(tmp_path / "s"))
+                           "--device", "cpu", "--max-frames", "5", "--state-dir", str(state))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert str(bad) in result.stderr
+    journal = Journal.open(state, JournalConfig(), read_only=True)
+    try:
+        assert [entry.event.event_id for entry in journal.pending()] == [
+            "0193a4c2-0000-7000-8000-000000000001"]
+    finally:
+        journal.close()
 
 
 def steady_scene_dir(tmp_path: Path, frames: int = 40) -> tuple[Path, set[str]]:
