@@ -67,3 +67,32 @@ def test_an_unreadable_segment_is_an_io_error_not_damage(tmp_path: Path) -> None
     (directory / "seg-00000001.log").mkdir(parents=True)  # EISDIR on read
     with pytest.raises(JournalError, match="cannot read the journal"):
         load(directory, repair=True)
+
+
+def test_no_permission_says_how_to_fix_it(tmp_path: Path) -> None:
+    """As a user who may not read the state directory (status run without sudo)."""
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    directory.chmod(0o000)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root if we have it, try, report, leave
+        message = b"no error"
+        try:
+            if os.geteuid() == 0:
+                os.setuid(65534)
+            load(directory, repair=False)
+        except JournalError as exc:
+            message = str(exc).encode()
+        finally:
+            os.write(write, message)
+            os._exit(0)
+    os.close(write)
+    try:
+        _, status = os.waitpid(pid, 0)
+        message = os.read(read, 4096).decode()
+    finally:
+        os.close(read)
+        directory.chmod(0o700)
+    assert os.WIFEXITED(status)
+    assert "cannot read the journal" in message and "sudo" in message, message

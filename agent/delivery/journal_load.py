@@ -8,8 +8,10 @@ its intact records while the original is moved aside. Only real I/O errors
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +55,8 @@ def lock(directory: Path) -> int:
         fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise JournalError(f"cannot create the journal in {directory}: {exc.strerror}",
-                           fix="check the state directory's owner and free space") from exc
+                           fix=_fix(exc, "check the state directory's owner and free space")
+                           ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
@@ -74,9 +77,15 @@ def load(directory: Path, *, repair: bool) -> Loaded:
     the last segment is a write in progress, not a loss.
     """
     loaded = Loaded()
-    if not directory.is_dir():
+    try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory))
+    except FileNotFoundError:  # nothing journaled yet (read-only never creates it)
         loaded.index.finish_replay()
         return loaded
+    except OSError as exc:  # unreadable is not empty: say so instead of showing nothing
+        raise JournalError(f"cannot read the journal in {directory}: {exc.strerror or exc}",
+                           fix=_fix(exc, "check the state directory")) from exc
     try:
         if repair:
             finish_interrupted_repairs(directory)
@@ -86,7 +95,8 @@ def load(directory: Path, *, repair: bool) -> Loaded:
     except OSError as exc:
         loaded.close()
         raise JournalError(f"cannot read the journal in {directory}: {exc.strerror or exc}",
-                           fix="check the filesystem holding the state directory") from exc
+                           fix=_fix(exc, "check the filesystem holding the state directory")
+                           ) from exc
     loaded.index.finish_replay()
     # After replay: a segment's meta record sets the counters absolutely.
     loaded.index.counters.lost += loaded.lost_unmoved
@@ -138,6 +148,12 @@ def _load_segment(directory: Path, number: int, last: bool, repair: bool,
     apply = loaded.index.apply
     for offset, size, record in scan.records:
         apply(record, number, offset, size)
+
+
+def _fix(exc: OSError, otherwise: str) -> str:
+    if isinstance(exc, PermissionError):
+        return "run it as root or the basketagent user (sudo), or pass --state-dir"
+    return otherwise
 
 
 def _read_fd(fd: int) -> bytes:
