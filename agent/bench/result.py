@@ -14,6 +14,7 @@ class BenchResult:
     goal: str = ""  # e.g. ">= 0.80", "< 1 s"
     ok: bool | None = None  # whether the goal is met; None when there is no goal
     note: str = ""
+    baseline_label: str = "raw"  # what the baseline is, e.g. "raw", "empty journal"
 
     @property
     def ratio(self) -> float | None:
@@ -24,7 +25,7 @@ class BenchResult:
     def line(self) -> str:
         text = f"{self.name}: {self.value:,.2f} {self.unit}"
         if self.ratio is not None:
-            text += f" vs raw {self.baseline:,.2f} -> ratio {self.ratio:.2f}"
+            text += f" vs {self.baseline_label} {self.baseline:,.2f} -> ratio {self.ratio:.2f}"
         if self.goal:
             verdict = "" if self.ok is None else (" ok" if self.ok else " BELOW GOAL")
             text += f" (goal {self.goal}{verdict})"

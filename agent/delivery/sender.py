@@ -54,7 +54,18 @@ ATTEMPTS_PRUNE_AT = 1000
 # With nothing due the thread still wakes this often (a missed wake() costs at most this).
 IDLE_S = 30.0
 
+# On Linux a thread has its own nice value: delivery yields the CPU to detection when
+# both want it (a backlog drains on a busy 2-core Pi without costing frames).
+SENDER_NICE = 10
+
 Wait = Callable[[threading.Event, float], bool]
+
+
+def _lower_thread_priority(nice: int) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (OSError, AttributeError):  # not Linux, or not allowed: run at normal priority
+        log.debug("sender priority unchanged")
 
 
 def _event_wait(event: threading.Event, timeout: float) -> bool:
@@ -135,6 +146,7 @@ class Sender:
         self._thread = None
 
     def _run(self) -> None:
+        _lower_thread_priority(SENDER_NICE)
         log.info("sender started")
         while not self._stop.is_set():
             self._wake.clear()
