@@ -7,7 +7,9 @@ tests (start/stop/wake) use real time, and only for short bounded waits.
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -444,3 +446,26 @@ def test_every_device_unknown_answer_leads_to_one_new_registration(
     new_id = rig.sender.status().device_id
     assert new_id != old_id
     assert stored_ids(backend.basket_items(new_id)) == [event.event_id]
+
+
+def test_sender_thread_yields_the_cpu_to_detection(
+        make_rig: Callable[..., Rig], backend: ReferenceBackend) -> None:
+    from agent.delivery.sender import SENDER_NICE
+
+    rig = make_rig(backend.url)
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    rig.sender.start()
+    thread = rig.sender._thread
+    assert thread is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and thread.native_id is None:
+        time.sleep(0.01)
+    niceness = None
+    while time.monotonic() < deadline:
+        niceness = os.getpriority(os.PRIO_PROCESS, thread.native_id)
+        if niceness != base:
+            break
+        time.sleep(0.01)
+    assert niceness == min(19, base + SENDER_NICE)
+    # The caller's own thread keeps its priority.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base

@@ -62,8 +62,10 @@ Wait = Callable[[threading.Event, float], bool]
 
 
 def _lower_thread_priority(nice: int) -> None:
+    """Add ``nice`` to this thread's niceness (Linux: each thread is its own task)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except (OSError, AttributeError):  # not Linux, or not allowed: run at normal priority
         log.debug("sender priority unchanged")
 
