@@ -109,13 +109,25 @@ def decode_at(data: bytes, pos: int, *, tail: bool = True) -> tuple[Rec, int] | 
         return None
     try:
         event_id = data[cursor:route_at].decode("utf-8") if id_len else ""
-        route = data[route_at:tail_at].decode("utf-8") if route_len else ""
+        route_bytes = data[route_at:tail_at]
+        route = _ROUTES.get(route_bytes) or _route(route_bytes)
     except UnicodeDecodeError:
         return None
     if not event_id and kind in _NEEDS_ID or not route and kind in DEFINING:
         return None
     body = data[tail_at:end] if tail or kind not in DEFINING else b""
     return Rec(kind, flags, seq, at, event_id, route, body), end
+
+
+_ROUTES: dict[bytes, str] = {}
+
+
+def _route(raw: bytes) -> str:
+    """Decode a route once: the index then shares one string per route, not one per event."""
+    route = raw.decode("utf-8")
+    if len(_ROUTES) < 64:  # a handful of routes in practice; never grows without bound
+        _ROUTES[raw] = route
+    return route
 
 
 @dataclass(frozen=True)
