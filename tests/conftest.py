@@ -16,7 +16,10 @@ def repo_root() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _logging_configured_first() -> None:
-    """As in the CLI, logging is set up before any part can log (records go to stderr)."""
+    """As in the CLI, logging is set up before any part can log.
+
+    Records go to stderr, at debug so that every record reaches ``capture_logs``.
+    """
     from agent.logs import configure_logging
 
-    configure_logging("info", "plain")
+    configure_logging("debug", "plain")
