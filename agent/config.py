@@ -14,6 +14,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from agent.errors import ConfigError
@@ -236,13 +237,33 @@ def _validate_value(key: str, value: Any, origin: str) -> None:
         )
 
 
+def _url_problem(url: str) -> str:
+    """What is wrong with backend.url, or "" when it is http(s)://host[:port][/path]."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number or out of range
+    except ValueError as exc:
+        return str(exc).lower()
+    if parts.scheme not in ("http", "https"):
+        return "not an http(s) URL"
+    if not parts.hostname or any(c.isspace() for c in url):
+        return "no usable host name"
+    if port == 0:
+        return "port 0"
+    if parts.query or parts.fragment:
+        return "a query or fragment"
+    return ""
+
+
+def _check_url(url: str) -> None:
+    problem = _url_problem(url)
+    if problem:
+        raise ConfigError(f"backend.url = {url!r} is not a usable base URL ({problem})",
+                          fix="use e.g. http://basket.example:3000")
+
+
 def _validate_whole(config: Config) -> None:
-    url = config.backend.url
-    if not (url.startswith("http://") or url.startswith("https://")) or len(url) < 10:
-        raise ConfigError(
-            f"backend.url = {url!r} is not an http(s) URL",
-            fix="use e.g. http://basket.example:3000",
-        )
+    _check_url(config.backend.url)
     for name in ("health_path", "register_path", "basket_path", "pending_path"):
         path = getattr(config.backend, name)
         if not path.startswith("/"):
@@ -319,6 +340,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text") from exc
+    except OSError as exc:  # a name too long, a path through a file, an I/O error
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}",
+                          fix="give the path of a readable TOML file") from exc
 
 
 def config_path(explicit: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
@@ -357,7 +381,7 @@ def load_config(
     environ = os.environ if env is None else env
     path, named = config_path(explicit_path, environ)
     file_values: dict[str, Any] = {}
-    if path.exists():
+    if _exists(path):
         file_values = read_toml(path)
     elif named:
         raise ConfigError(
@@ -365,6 +389,15 @@ def load_config(
             fix="give the path of an existing TOML file, or leave --config out for the defaults",
         )
     return build_config(file_values, environ, flags)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError as exc:  # e.g. ENAMETOOLONG
+        shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+        raise ConfigError(f"config path {shown} is not usable: {exc.strerror or exc}",
+                          fix="give the path of a readable TOML file") from exc
 
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:

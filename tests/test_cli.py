@@ -61,4 +61,4 @@ def test_bad_environment_is_exit_2(tmp_path: Path) -> None:
 def test_bad_backend_flag_is_exit_2(tmp_path: Path) -> None:
     result = run_cli("status", "--state-dir", str(tmp_path), "--backend", "localhost:3000")
     assert result.returncode == 2
-    assert "is not an http(s) URL" in result.stderr
+    assert "is not a usable base URL (not an http(s) URL)" in result.stderr

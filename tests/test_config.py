@@ -81,7 +81,7 @@ def test_unrelated_environment_is_ignored() -> None:
         ({}, {"BASKETAGENT_CAMERA_FPS": "ten"}, "BASKETAGENT_CAMERA_FPS: 'ten' is not a valid float"),
         ({}, {"BASKETAGENT_NOPE_X": "1"}, "unknown environment variable BASKETAGENT_NOPE_X"),
         ({}, {"BASKETAGENT_BACKEND_NOPE": "1"}, "unknown config key backend.nope"),
-        ({"backend": {"url": "ftp://x"}}, {}, "is not an http(s) URL"),
+        ({"backend": {"url": "ftp://x"}}, {}, "(not an http(s) URL)"),
         ({"backend": {"basket_path": "api/basket"}}, {}, "must start with '/'"),
         ({"basket": {"confirm_frames": 10, "release_frames": 5}}, {}, "release_frames must be at least"),
         ({"delivery": {"backoff_initial_s": 10.0, "backoff_max_s": 5.0}}, {}, "backoff_max_s"),
@@ -153,3 +153,38 @@ def test_every_section_is_a_frozen_dataclass() -> None:
         value = getattr(Config(), section.name)
         assert dataclasses.is_dataclass(value)
         assert type(value).__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://localhost:99999", "port out of range"),
+    ("http://exa mple.com", "no usable host name"),
+    ("http://[::1", "invalid ipv6 url"),
+    ("http://", "no usable host name"),
+    ("http://basket.example:0", "port 0"),
+    ("https://basket.example/api?x=1", "a query or fragment"),
+])
+def test_backend_url_must_be_a_usable_base_url(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(flags={"backend": {"url": url}})
+    assert str(info.value).startswith(f"backend.url = {url!r} is not a usable base URL ({problem}")
+
+
+@pytest.mark.parametrize("url", ["http://localhost:3000", "https://basket.example/base",
+                                 "http://[::1]:3000", "http://10.0.0.2"])
+def test_good_backend_urls_are_accepted(url: str) -> None:
+    assert build_config(flags={"backend": {"url": url}}).backend.url == url
+
+
+def test_unusable_config_path_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not usable"):
+        load_config("a" * 300, env={})
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="does not exist|not usable|cannot be read"):
+        load_config(str(blocker / "agent.toml"), env={})
+
+
+def test_config_that_fails_to_read_is_a_config_error() -> None:
+    # /proc/self/mem exists and opens, but reading it at offset 0 fails with EIO.
+    with pytest.raises(ConfigError, match="cannot be read: Input/output error"):
+        load_config("/proc/self/mem", env={})
