@@ -79,6 +79,21 @@ def test_status_says_unknown_when_the_stopped_agent_cannot_reach_the_backend(
     assert "not answering" in data["lastError"]
 
 
+def test_status_reports_a_damaged_identity_and_leaves_it_in_place(
+        tmp_path: Path, backend: ReferenceBackend, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    damaged = state / "identity.json"
+    damaged.write_bytes(b'{"deviceId": "d"')
+    data = status_json(state, backend.url, capsys)
+    assert data["deviceId"] is None
+    assert data["identityProblem"].startswith(f"{damaged} is damaged (")
+    assert main(["status", "--state-dir", str(state), "--backend", backend.url]) == 0
+    assert f"device:       {damaged} is damaged (" in capsys.readouterr().out
+    assert damaged.read_bytes() == b'{"deviceId": "d"'
+    assert not list(state.glob("identity.json.damaged*")), "status changes nothing on disk"
+
+
 def test_status_while_the_service_runs_reads_without_the_lock(
         tmp_path: Path, backend: ReferenceBackend, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"

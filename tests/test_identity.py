@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent.delivery.identity import IDENTITY_FILE, Identity, IdentityStore, same_backend
+from agent.delivery.identity import (
+    IDENTITY_FILE,
+    Identity,
+    IdentityDamaged,
+    IdentityStore,
+    same_backend,
+)
 from agent.errors import OperationalError
 
 URL = "http://basket.example:3000"
@@ -81,6 +87,41 @@ def test_damaged_or_empty_file_is_moved_aside_and_logged(tmp_path: Path, content
     assert moved.read_bytes() == content
     errors = [entry for entry in logs if entry["log_level"] == "error"]
     assert len(errors) == 1 and errors[0]["moved_to"] == str(moved)
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]"])
+def test_a_read_only_load_reports_a_damaged_file_and_leaves_it(tmp_path: Path,
+                                                              content: bytes) -> None:
+    path = tmp_path / IDENTITY_FILE
+    path.write_bytes(content)
+    with capture_logs() as logs, pytest.raises(IdentityDamaged) as info:
+        IdentityStore(tmp_path).load(repair=False)
+    assert str(info.value).startswith(f"{path} is damaged (")
+    assert info.value.fix and "moves it aside when it starts" in info.value.fix
+    assert isinstance(info.value, OperationalError)
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == [IDENTITY_FILE]
+    assert logs == []
+
+
+def test_a_read_only_load_of_a_good_or_absent_file_is_a_plain_load(tmp_path: Path) -> None:
+    assert IdentityStore(tmp_path).load(repair=False) is None
+    IdentityStore(tmp_path).save(make_identity())
+    assert IdentityStore(tmp_path, backend_url=URL).load(repair=False) == make_identity()
+    assert IdentityStore(tmp_path, backend_url="http://other:1").load(repair=False) is None
+    assert (tmp_path / IDENTITY_FILE).exists()
+
+
+def test_doctor_reports_a_damaged_identity_without_moving_it(tmp_path: Path) -> None:
+    from agent.commands.doctor import check_identity
+    from agent.config import build_config
+
+    (tmp_path / IDENTITY_FILE).write_bytes(b"{damaged")
+    config = build_config(flags={"state": {"dir": str(tmp_path)}})
+    with pytest.raises(IdentityDamaged, match="is damaged"):
+        check_identity(config)
+    assert (tmp_path / IDENTITY_FILE).read_bytes() == b"{damaged"
+    assert not list(tmp_path.glob(f"{IDENTITY_FILE}.damaged*"))
 
 
 def test_a_second_damaged_file_does_not_overwrite_the_first(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ Works while the service runs: the journal is opened read-only (no lock) and
 the running sender's breaker and last error come from its status file. For a
 stopped agent the backend's /health is probed once with a short timeout; the
 breaker is then "closed" when the backend answers (as a starting agent would
-find it) and "unknown" when it does not.
+find it) and "unknown" when it does not. Nothing is changed on disk: a damaged
+identity file is reported, not moved aside (the agent does that when it starts).
 """
 
 from __future__ import annotations
@@ -40,11 +41,16 @@ def _probe(config: Config) -> bool:
 
 def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Everything `status` shows, as one JSON-ready dict."""
-    from agent.delivery.identity import IdentityStore
+    from agent.delivery.identity import IdentityDamaged, IdentityStore
     from agent.delivery.journal import Journal
     from agent.delivery.live_status import live_status_path, read_live_status
 
-    identity = IdentityStore(config.state_dir, backend_url=config.backend.url).load()
+    identity_problem = ""
+    try:
+        identity = IdentityStore(config.state_dir, backend_url=config.backend.url).load(
+            repair=False)
+    except IdentityDamaged as exc:
+        identity, identity_problem = None, str(exc)
     journal = Journal.open(config.state_dir, config.journal, read_only=True)
     try:
         stats = journal.stats()
@@ -68,6 +74,7 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
         "deviceId": identity.device_id if identity else None,
         "pairingCode": identity.code if identity else None,
         "paired": bool(identity.paired) if identity else False,
+        "identityProblem": identity_problem,
         "backendUrl": config.backend.url,
         "service": service,
         "breaker": breaker,
@@ -93,7 +100,9 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
 
 def render(data: dict[str, Any]) -> str:
     journal = data["journal"]
-    if data["deviceId"] is None:
+    if data["identityProblem"]:
+        device = data["identityProblem"]
+    elif data["deviceId"] is None:
         device = "not registered yet"
     else:
         device = (f"{data['deviceId']} "

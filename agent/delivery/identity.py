@@ -2,7 +2,9 @@
 
 The file is small and replaced atomically (temp file, fsync, rename), mode 0600.
 A damaged or empty file is moved aside and treated as absent, so the agent
-registers again instead of refusing to start. An identity issued by another
+registers again instead of refusing to start. Readers that must not change
+anything (status, doctor) load with ``repair=False``: a damaged file is then
+reported as IdentityDamaged and left where it is. An identity issued by another
 backend URL is not reused: that backend would not know the deviceId.
 """
 
@@ -69,6 +71,10 @@ class Identity:
         return dataclasses.replace(self, paired=paired)
 
 
+class IdentityDamaged(OperationalError):
+    """The identity file is damaged; raised only by a read-only load, which leaves it in place."""
+
+
 def same_backend(a: str, b: str) -> bool:
     """URLs that differ only by a trailing slash name the same backend."""
     return a.rstrip("/") == b.rstrip("/")
@@ -82,8 +88,12 @@ class IdentityStore:
         self.path = self.state_dir / IDENTITY_FILE
         self.backend_url = backend_url
 
-    def load(self) -> Identity | None:
-        """The stored identity, or None when there is none usable (absent, damaged, other backend)."""
+    def load(self, *, repair: bool = True) -> Identity | None:
+        """The stored identity, or None when there is none usable (absent, damaged, other backend).
+
+        ``repair=False`` changes nothing on disk: a damaged file raises IdentityDamaged
+        instead of being moved aside (for status and doctor while the service may run).
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -97,7 +107,14 @@ class IdentityStore:
             identity = Identity.from_json(json.loads(raw.decode("utf-8")))
         except (ValueError, UnicodeDecodeError) as exc:
             # JSONDecodeError is a ValueError; an empty file lands here too.
-            self._move_aside(str(exc) if raw.strip() else "empty file")
+            why = str(exc) if raw.strip() else "empty file"
+            if not repair:
+                raise IdentityDamaged(
+                    f"{self.path} is damaged ({why})",
+                    fix="left as it is; the agent moves it aside when it starts and registers "
+                        "again, and the device then needs pairing again",
+                ) from exc
+            self._move_aside(why)
             return None
         if self.backend_url is not None and not same_backend(identity.backend_url, self.backend_url):
             log.warning("stored identity is for another backend; registering again",
