@@ -133,7 +133,8 @@ def check_backend(config: Config) -> Check:
 def check_identity(config: Config) -> Check:
     from agent.delivery.identity import IdentityStore
 
-    identity = IdentityStore(config.state_dir, backend_url=config.backend.url).load()
+    identity = IdentityStore(config.state_dir, backend_url=config.backend.url).load(
+        repair=False)
     if identity is None:
         return Check("pairing", WARN, "not registered yet (the agent registers when the backend "
                      "answers; or run 'basketagent register')")
