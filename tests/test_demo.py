@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from agent.commands.demo import check_outcome
+from agent.errors import OperationalError
+from agent.service import RunSummary
 
 
 def test_demo_shows_registration_pairing_deliveries_and_an_empty_journal(tmp_path: Path) -> None:
@@ -31,3 +38,20 @@ def test_demo_rejects_bad_arguments_with_exit_2() -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("basketagent: error:")
+
+
+def test_one_frame_is_too_little_to_see_a_product_and_says_so() -> None:
+    result = subprocess.run([sys.executable, "-m", "agent", "demo", "--frames", "1", "--fps", "50"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "basketagent: error: demo: the model detected no products "
+        "(check models/ holds the trained demo model (models/README.md))")
+
+
+def test_undelivered_events_fail_the_demo() -> None:
+    summary = RunSummary(frames=600, events=7, fps=30.0, device="cpu", fallback_reason="",
+                         journal_pending=2, delivered_all=False)
+    with pytest.raises(OperationalError, match="2 events were not delivered"):
+        check_outcome(summary)
+    check_outcome(dataclasses.replace(summary, journal_pending=0, delivered_all=True))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from agent.basket.event import ProductEvent
 from agent.bench.result import BenchResult
+from agent.errors import OperationalError
 
 RSS_GOAL_MB = 150.0
 GROWTH_GOAL = 0.05  # last quarter's RSS within 5% of the second quarter's
@@ -58,14 +59,19 @@ class DevServer:
             [sys.executable, "-m", "agent", "devserver", "--port", str(self.port), "--db", str(db)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.1)
+        exited = self.proc.poll()
         self.close()
-        raise RuntimeError("reference backend did not start")
+        how = (f"exited with status {exited}" if exited is not None
+               else "did not listen within 20 s")
+        raise OperationalError(
+            f"benchmark: the reference backend on port {self.port} (--db {db}) {how}",
+            fix=f"run 'basketagent devserver --port {self.port} --db {db}' to see why")
 
     def close(self) -> None:
         self.proc.terminate()
@@ -84,7 +90,13 @@ def bench_memory(frames: int, tmp: Path, backend_url: str) -> list[BenchResult]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     samples: list[int] = []
     peak = 0
+    # Far more than any machine needs (a Pi 4 on the CPU runs ~10 fps): a hung run is ended.
+    deadline = time.monotonic() + 60 + frames
     while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=10)
+            break
         reading = _rss_kb(proc.pid)
         if reading is not None:
             samples.append(reading[0])

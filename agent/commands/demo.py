@@ -21,6 +21,7 @@ from agent.basket.event import ProductEvent
 from agent.commands.common import non_negative_float, positive_float, positive_int
 from agent.config import Config, build_config
 from agent.errors import EXIT_OK, OperationalError
+from agent.service import RunSummary, run_agent
 
 HELP = "show the agent end to end: bundled model, synthetic frames, in-process reference backend"
 
@@ -126,11 +127,21 @@ class Narrator:
         self.show_new_deliveries()
 
 
+def check_outcome(summary: RunSummary) -> None:
+    """The demo succeeded when products were seen and every event reached the backend."""
+    if summary.events == 0:
+        raise OperationalError("demo: the model detected no products",
+                               fix="check models/ holds the trained demo model (models/README.md)")
+    if not summary.delivered_all:
+        raise OperationalError(f"demo: {summary.journal_pending} events were not delivered",
+                               fix="see the log lines above for the backend's answers")
+
+
 def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
     from agent.basket.catalog import Catalog
     from agent.devserver import ReferenceBackend
     from agent.logs import configure_logging
-    from agent.service import run_agent
+
 
     configure_logging("info" if args.verbose else "warning", config.log.format,
                       journal_stream=os.environ.get("JOURNAL_STREAM"))
@@ -157,10 +168,5 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
           f"{summary.events} events; backend holds {len(basket)} basket and {len(pending)} "
           f"pending items; journal {'empty' if summary.delivered_all else 'still holds '}"
           f"{'' if summary.delivered_all else summary.journal_pending}", file=out, flush=True)
-    if summary.events == 0:
-        raise OperationalError("demo: the model detected no products",
-                               fix="check models/ holds the trained demo model (models/README.md)")
-    if not summary.delivered_all:
-        raise OperationalError(f"demo: {summary.journal_pending} events were not delivered",
-                               fix="see the log lines above for the backend's answers")
+    check_outcome(summary)
     return EXIT_OK

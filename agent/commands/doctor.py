@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from agent.config import Config, config_path
-from agent.errors import EXIT_OK, EXIT_OPERATIONAL, AgentError
+from agent.errors import EXIT_BAD_INPUT, EXIT_HARDWARE, EXIT_OK, EXIT_OPERATIONAL, AgentError
 
 HELP = "check config, state dir, model and accelerator, camera, backend and clock; one line each"
 
@@ -102,7 +102,7 @@ def check_accelerator(config: Config) -> Check:
     if usable:
         return Check("edge tpu", OK, detail)
     if config.model.device == "edgetpu":
-        return Check("edge tpu", FAIL, detail, 3)
+        return Check("edge tpu", FAIL, detail, EXIT_HARDWARE)
     return Check("edge tpu", WARN, detail + " (auto falls back to the CPU model)")
 
 
@@ -112,7 +112,7 @@ def check_camera(config: Config) -> Check:
     usable, detail = probe_camera(config.camera.source)
     if usable:
         return Check("camera", OK, detail)
-    return Check("camera", FAIL, detail, 3)
+    return Check("camera", FAIL, detail, EXIT_HARDWARE)
 
 
 def check_backend(config: Config) -> Check:
@@ -176,7 +176,7 @@ def run_checks(args: argparse.Namespace, config: Config) -> Iterator[Check]:
 def worst_exit_code(checks: list[Check]) -> int:
     """Bad input (2) outranks missing hardware (3), which outranks an operational failure (1)."""
     codes = {check.exit_code for check in checks if check.status == FAIL}
-    for code in (2, 3, 1):
+    for code in (EXIT_BAD_INPUT, EXIT_HARDWARE, EXIT_OPERATIONAL):
         if code in codes:
             return code
     return EXIT_OK
