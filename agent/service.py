@@ -28,8 +28,10 @@ from agent.config import Config
 from agent.delivery.client import BackendClient
 from agent.delivery.identity import IdentityStore
 from agent.delivery.journal import Journal
+from agent.delivery.live_status import write_live_status
 from agent.delivery.sender import Sender
 from agent.detect.detector import open_detector
+from agent.detect.types import DetectorInfo
 from agent.errors import OperationalError
 from agent.runner import FrameLoop, LoopStats
 from agent.systemd import Notifier
@@ -37,6 +39,7 @@ from agent.systemd import Notifier
 log = structlog.get_logger(__name__)
 
 VIEW_FILE = "view.json"
+DETECTOR_STATUS_FILE = "detector-status.json"
 # The sender's HTTP calls are bounded by their timeouts; stopping waits at most this long.
 SENDER_STOP_S = 5.0
 
@@ -67,6 +70,17 @@ def ensure_state_dir(path: Path) -> Path:
     return path
 
 
+def _publish_detector(state_dir: Path, info: DetectorInfo, *, running: bool) -> None:
+    """Tell `basketagent status` (another process) where the model runs, and why not on the TPU."""
+    data = {"running": running, "pid": os.getpid(), "device": info.device,
+            "model": info.model_path, "layout": info.layout,
+            "fallbackReason": info.fallback_reason}
+    try:
+        write_live_status(state_dir / DETECTOR_STATUS_FILE, data)
+    except OSError as exc:  # status is best effort; the agent runs on
+        log.warning("detector status not written", error=str(exc))
+
+
 def run_agent(
     config: Config,
     *,
@@ -92,8 +106,10 @@ def run_agent(
         detector = open_detector(config.model, delegate_loader=delegate_loader)
         stack.callback(detector.close)
         info = detector.info  # the detector has logged what it loaded, and any fallback
+        _publish_detector(state_dir, info, running=True)
+        stack.callback(_publish_detector, state_dir, info, running=False)
         catalog = Catalog.load(Path(config.model.catalog)) if config.model.catalog else Catalog.bundled()
-        source = open_source(config.camera.source, config.camera, size=info.input_size)
+        source = open_source(config.camera.source, config.camera, size=info.input_size, stop=stop)
         stack.callback(source.close)
         log.info("camera open", source=source.name)
         tracker = BasketTracker(catalog, config.basket, config.detection, config.routing,
