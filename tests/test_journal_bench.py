@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from agent.bench.journal import QUICK_APPENDS, QUICK_OPEN_EVENTS, run
+import pytest
+
+from agent.bench.journal import QUICK_APPENDS, QUICK_OPEN_EVENTS, _events, open_all, run
+from agent.config import JournalConfig
+from agent.delivery.journal import Journal
+from agent.errors import OperationalError
 
 
 def test_quick_journal_bench_reports_positive_figures_against_raw_baselines() -> None:
@@ -25,3 +31,12 @@ def test_quick_journal_bench_reports_positive_figures_against_raw_baselines() ->
         assert result.unit == "s"
         assert f"{QUICK_OPEN_EVENTS:,} pending events (quick)" in result.note
         assert "goal scaled" in result.note
+
+
+def test_reopening_finds_every_event_or_says_how_many_it_found(tmp_path: Path) -> None:
+    with Journal.open(tmp_path, JournalConfig()) as journal:
+        for event in _events(3):
+            journal.append(event)
+    open_all(tmp_path, 3)
+    with pytest.raises(OperationalError, match="found 3 of 5 pending events"):
+        open_all(tmp_path, 5)

@@ -28,6 +28,7 @@ from agent.delivery.client import BackendClient, event_payload
 from agent.delivery.identity import IdentityStore
 from agent.delivery.journal import Journal
 from agent.delivery.sender import Sender
+from agent.errors import OperationalError
 
 GOAL = 0.80
 EVENTS = 10_000
@@ -43,9 +44,19 @@ def _events(count: int) -> list[ProductEvent]:
 
 
 def _stored(url: str, device_id: str) -> int:
-    answer = requests.get(f"{url}/api/basket", params={"deviceId": device_id}, timeout=60)
-    answer.raise_for_status()
-    return len(answer.json())
+    try:
+        answer = requests.get(f"{url}/api/basket", params={"deviceId": device_id}, timeout=60)
+        answer.raise_for_status()
+        return len(answer.json())
+    except (requests.RequestException, ValueError, TypeError) as exc:
+        raise OperationalError(f"delivery benchmark: cannot count what {url} stored: {exc}",
+                               fix="the reference backend misbehaved; run the benchmark again"
+                               ) from exc
+
+
+def _failed(what: str, url: str, why: object) -> OperationalError:
+    return OperationalError(f"delivery benchmark: the raw loop {what} at {url}: {why}",
+                            fix="the reference backend misbehaved; run the benchmark again")
 
 
 class RawLoop:
@@ -54,17 +65,24 @@ class RawLoop:
     def __init__(self, url: str) -> None:
         self.url = url
         self.session = requests.Session()
-        self.device_id = self.session.post(f"{url}/api/devices/register", json={},
-                                           timeout=TIMEOUT_S).json()["deviceId"]
+        try:
+            answer = self.session.post(f"{url}/api/devices/register", json={}, timeout=TIMEOUT_S)
+            self.device_id = str(answer.json()["deviceId"])
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            self.session.close()
+            raise _failed("cannot register", url, exc) from exc
 
     def post(self, events: list[ProductEvent]) -> float:
         bodies = [(event.event_id, event_payload(event, self.device_id)) for event in events]
         started = time.perf_counter()
         for key, body in bodies:
-            answer = self.session.post(f"{self.url}/api/basket", json=body,
-                                       headers={"Idempotency-Key": key}, timeout=TIMEOUT_S)
+            try:
+                answer = self.session.post(f"{self.url}/api/basket", json=body,
+                                           headers={"Idempotency-Key": key}, timeout=TIMEOUT_S)
+            except requests.RequestException as exc:
+                raise _failed("cannot post an event", self.url, exc) from exc
             if not 200 <= answer.status_code < 300:
-                raise RuntimeError(f"raw loop: HTTP {answer.status_code}")
+                raise _failed("an event was refused", self.url, f"HTTP {answer.status_code}")
         return time.perf_counter() - started
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from agent.config import JournalConfig
 from agent.delivery import journal_records as rec
 from agent.delivery.journal import Journal
 from agent.delivery.journal_segments import FileOps
+from agent.errors import OperationalError
 
 APPEND_GOAL = 0.80
 APPENDS = 2_000
@@ -128,6 +129,17 @@ def _evict(paths: list[Path]) -> bool:
     return True
 
 
+def open_all(state: Path, count: int) -> None:
+    """Open the journal in ``state`` and close it again; OperationalError unless all ``count``
+    events came back."""
+    with Journal.open(state, JournalConfig(max_events=count + 1)) as journal:
+        found = journal.stats().pending
+    if found != count:
+        raise OperationalError(
+            f"journal benchmark: reopening {state} found {found} of {count} pending events",
+            fix="the journal lost events on reopen; run 'basketagent status' on a copy to see why")
+
+
 def bench_open(root: Path, count: int) -> dict[str, tuple[float, float]]:
     """{"warm"/"cold": (median seconds to open, median seconds to read the files raw)}."""
     state = root / "open"
@@ -148,9 +160,7 @@ def bench_open(root: Path, count: int) -> dict[str, tuple[float, float]]:
             if mode == "cold":
                 _evict(files)
             began = time.perf_counter()
-            with Journal.open(state, JournalConfig(max_events=count + 1)) as journal:
-                if journal.stats().pending != count:
-                    raise RuntimeError(f"opened {journal.stats().pending} of {count} events")
+            open_all(state, count)
             opens.append(time.perf_counter() - began)
         if opens:
             results[mode] = (statistics.median(opens), statistics.median(reads))
