@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.camera.frame import Frame
-from agent.camera.reopen import MAX_BAD_FRAMES, BoundedCaller, ReopeningSource
+from agent.camera.reopen import MAX_BAD_FRAMES, BoundedCaller, ReopeningSource, backoff_delay
 from agent.errors import CameraError, CameraInputError
 
 GOOD = np.zeros((4, 6, 3), np.uint8)
@@ -49,10 +49,26 @@ class Opener:
         return item
 
 
-def make(opener, sleeps, cap=4.0, wait=None):
+class Backoff:
+    """Records the backoff delays instead of waiting them out; sets stop after ``stop_after``."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.delays: list[float] = []
+        self.stop_after = stop_after
+
+    def __call__(self, stop: threading.Event, delay: float) -> bool:
+        self.delays.append(delay)
+        if len(self.delays) == self.stop_after:
+            stop.set()  # SIGTERM arrives while the camera is out
+        return stop.is_set()
+
+
+def make(opener, sleeps, cap=4.0, wait=None, stop=None):
     kwargs = {"wait": wait} if wait else {}
+    backoff = Backoff()
+    backoff.delays = sleeps
     return ReopeningSource(opener, "cam", backoff_max_s=cap, read_timeout_s=5.0,
-                           clock=lambda: 0.0, sleep=sleeps.append, **kwargs)
+                           clock=lambda: 0.0, backoff_wait=backoff, stop=stop, **kwargs)
 
 
 def test_failure_mid_run_reopens_with_capped_backoff():
@@ -152,32 +168,81 @@ def test_close_closes_the_camera():
 
 
 def test_open_that_hangs_is_bounded():
-    release = threading.Event()
+    release, hanging = threading.Event(), threading.Event()
     healthy = ScriptedCamera([GOOD])
-    calls = []
+    calls_per_worker: dict[int, int] = {}
 
     def opener():
-        calls.append(1)
-        if len(calls) == 2:
-            release.wait(30)  # the reopen hangs inside the driver
+        worker = threading.get_ident()
+        calls_per_worker[worker] = calls_per_worker.get(worker, 0) + 1
+        if calls_per_worker[worker] == 2:  # the first worker's reopen hangs inside the driver
+            hanging.set()
+            release.wait(30)
         return healthy
 
     waits = []
 
     def wait(event, timeout):
         waits.append(timeout)
-        return len(waits) != 4 and event.wait(10)  # the 2nd open's wait times out
+        if len(waits) == 4:  # open, read, close, then the reopen: it times out
+            assert hanging.wait(10)  # given up only once the worker is inside the hung call
+            return False
+        return event.wait(10)
 
     sleeps: list[float] = []
-    source = ReopeningSource(opener, "cam", backoff_max_s=4.0, read_timeout_s=5.0,
-                             clock=lambda: 0.0, sleep=sleeps.append, wait=wait)
+    source = make(opener, sleeps, wait=wait)
     healthy.script.insert(0, CameraError("lost"))
     try:
         with capture_logs() as logs:
             frame = source.read()
     finally:
         release.set()
-    assert frame.index == 0 and len(calls) == 3 and sleeps == [0.5, 1.0]
+    assert frame.index == 0 and sleeps == [0.5, 1.0]
+    assert sorted(calls_per_worker.values()) == [1, 2]  # the reopen ran on a fresh worker
     failed = [e["error"] for e in logs if e["event"] == "camera reopen failed"]
     assert len(failed) == 1
     assert failed[0].startswith("no answer for opening the camera within 5 s")
+
+
+def test_stop_during_an_outage_ends_the_source():
+    first = ScriptedCamera([GOOD, CameraError("USB unplugged")])
+    opener = Opener(first, *[CameraError("gone")] * 3)
+    stop = threading.Event()
+    backoff = Backoff(stop_after=3)
+    source = ReopeningSource(opener, "cam", backoff_max_s=30.0, read_timeout_s=5.0,
+                             clock=lambda: 0.0, backoff_wait=backoff, stop=stop)
+    assert source.read().index == 0
+    with capture_logs() as logs:
+        assert source.read() is None  # the third backoff wait sees stop: no fourth open
+    assert backoff.delays == [0.5, 1.0, 2.0] and len(opener.cameras) == 1
+    assert source.reopens == 0 and first.closed
+    assert [e["event"] for e in logs].count("camera source stopping") == 1
+    assert source.read() is None  # stays ended
+    source.close()
+
+
+def test_stop_already_set_returns_none_without_reading():
+    camera = ScriptedCamera([GOOD])
+    stop = threading.Event()
+    source = make(Opener(camera), [], stop=stop)
+    stop.set()
+    assert source.read() is None and camera.script == [GOOD]
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 5, 1023, 1024, 1100, 5000, 100_000])
+def test_backoff_delay_never_overflows(attempt):
+    assert 0 < backoff_delay(attempt, 30.0) <= 30.0
+    assert backoff_delay(attempt, 1e300) == min(0.5 * 2.0 ** min(attempt, 40), 1e300)
+
+
+def test_outage_of_thousands_of_attempts_keeps_the_cap():
+    attempts = 3000
+    first = ScriptedCamera([GOOD, CameraError("USB unplugged")])
+    second = ScriptedCamera([GOOD])
+    opener = Opener(first, *[CameraError("gone")] * attempts, second)
+    sleeps: list[float] = []
+    source = make(opener, sleeps, cap=30.0)
+    assert source.read().index == 0
+    assert source.read().index == 1
+    assert len(sleeps) == attempts + 1 and sleeps[:7] == [0.5, 1, 2, 4, 8, 16, 30]
+    assert set(sleeps[6:]) == {30.0} and source.reopens == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from camera_fakes import FakeCameraWorld, fake_picamera2_module, importer_for
@@ -56,7 +58,12 @@ def test_picamera2_is_wrapped_and_reopened_after_failure():
     world = FakeCameraWorld(image=np.zeros((48, 64, 3), np.uint8))
     importer = importer_for(picamera2=fake_picamera2_module(world))
     sleeps: list[float] = []
-    source = open_source("picamera2:0", CONFIG, size=(64, 48), sleep=sleeps.append,
+
+    def backoff_wait(stop, delay):
+        sleeps.append(delay)
+        return stop.is_set()
+
+    source = open_source("picamera2:0", CONFIG, size=(64, 48), backoff_wait=backoff_wait,
                          importer=importer)
     assert isinstance(source, ReopeningSource) and source.live and source.name == "picamera2:0"
     assert source.read().image.shape == (48, 64, 3)
@@ -75,6 +82,30 @@ def test_picamera2_is_wrapped_and_reopened_after_failure():
     assert sleeps == [0.5]
     source.close()
     assert world.opened[1].closed
+
+
+def test_stop_is_passed_to_the_live_camera():
+    world = FakeCameraWorld(image=np.zeros((48, 64, 3), np.uint8))
+    importer = importer_for(picamera2=fake_picamera2_module(world))
+    stop = threading.Event()
+    waited: list[tuple[threading.Event, float]] = []
+
+    def backoff_wait(event, delay):
+        waited.append((event, delay))
+        stop.set()  # the service is told to stop while the camera is out
+        return event.is_set()
+
+    source = open_source("picamera2:0", CONFIG, size=(64, 48), backoff_wait=backoff_wait,
+                         stop=stop, importer=importer)
+    assert source.read().index == 0
+
+    def capture_fails(name="main"):
+        raise CameraError("frontend timeout")
+
+    world.opened[0].capture_array = capture_fails
+    assert source.read() is None
+    assert waited == [(stop, 0.5)] and len(world.opened) == 1 and world.opened[0].closed
+    source.close()
 
 
 def test_picamera2_missing_at_start_is_hardware_error():

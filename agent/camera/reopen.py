@@ -5,6 +5,8 @@ The blocked call is left on its daemon worker thread (a stuck driver call
 cannot be interrupted from Python) and a new worker serves the reopened
 camera. After a failure the camera is closed and opened again, waiting
 ``initial * 2**n`` seconds between attempts, capped at ``backoff_max_s``.
+Setting the ``stop`` event ends the waiting: ``read()`` then returns None, as
+a source that has ended does, so a service can stop during a camera outage.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ log = structlog.get_logger(__name__)
 Wait = Callable[[threading.Event, float], bool]
 
 INITIAL_BACKOFF_S = 0.5
+# 0.5 s * 2**40 is far beyond any backoff cap; a larger exponent only risks OverflowError.
+MAX_DOUBLINGS = 40
 # This many bad frames in a row means the camera is failing, not one glitch.
 MAX_BAD_FRAMES = 10
 
 
 def _wait(event: threading.Event, timeout: float) -> bool:
     return event.wait(timeout)
+
+
+def backoff_delay(attempt: int, cap: float) -> float:
+    """Seconds to wait before reopen attempt ``attempt`` (0-based), capped at ``cap``."""
+    return min(INITIAL_BACKOFF_S * 2.0 ** min(attempt, MAX_DOUBLINGS), cap)
 
 
 class _Call:
@@ -92,20 +101,26 @@ def _is_good(frame: Frame) -> bool:
 
 
 class ReopeningSource:
-    """Wraps a live source's opener; never ends by itself, reopens the camera when it fails."""
+    """Wraps a live source's opener; reopens the camera when it fails, ends only on ``stop``.
+
+    ``wait`` bounds each camera call; ``backoff_wait(stop, delay)`` waits between
+    reopen attempts and returns True when ``stop`` is set.
+    """
 
     live = True
 
     def __init__(self, opener: Callable[[], FrameSource], name: str, *,
                  backoff_max_s: float, read_timeout_s: float,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep,
-                 wait: Wait = _wait) -> None:
+                 wait: Wait = _wait,
+                 backoff_wait: Wait = _wait,
+                 stop: threading.Event | None = None) -> None:
         self.name = name
         self._opener = opener
         self._backoff_max_s = backoff_max_s
         self._clock = clock
-        self._sleep = sleep
+        self._backoff_wait = backoff_wait
+        self._stop = stop if stop is not None else threading.Event()
         self._reader = BoundedCaller(read_timeout_s, wait=wait)
         self._index = 0
         self._bad_in_row = 0
@@ -115,10 +130,13 @@ class ReopeningSource:
         # The first open is not retried: a camera missing at start is an error to report.
         self._source: FrameSource | None = self._reader.call(opener, "opening the camera")
 
-    def read(self) -> Frame:
-        while True:
+    def read(self) -> Frame | None:
+        """The next good frame, or None once ``stop`` is set."""
+        while not self._stop.is_set():
             if self._source is None:
                 self._source = self._reopen()
+                if self._source is None:
+                    break
             source = self._source
             try:
                 frame = self._reader.call(source.read)
@@ -135,6 +153,8 @@ class ReopeningSource:
             out = Frame(image=frame.image, t_mono=frame.t_mono, index=self._index)
             self._index += 1
             return out
+        log.info("camera source stopping", source=self.name, reopens=self.reopens)
+        return None
 
     def _bad_frame(self, frame: Frame | None, error: str = "") -> None:
         self.bad_frames += 1
@@ -161,17 +181,19 @@ class ReopeningSource:
         except Exception as exc:  # noqa: BLE001 - a failing close must not stop the reopen
             log.warning("camera close failed", source=self.name, error=str(exc))
 
-    def _reopen(self) -> FrameSource:
+    def _reopen(self) -> FrameSource | None:
+        """The reopened camera, or None when ``stop`` is set while waiting."""
         attempt = 0
         while True:
-            delay = min(INITIAL_BACKOFF_S * 2 ** attempt, self._backoff_max_s)
-            self._sleep(delay)
+            if self._backoff_wait(self._stop, backoff_delay(attempt, self._backoff_max_s)):
+                return None
             attempt += 1
             try:
                 source = self._reader.call(self._opener, "opening the camera")
             except CameraError as exc:
                 log.warning("camera reopen failed", source=self.name, attempt=attempt,
-                            error=str(exc), next_delay_s=min(delay * 2, self._backoff_max_s))
+                            error=str(exc),
+                            next_delay_s=backoff_delay(attempt, self._backoff_max_s))
                 continue
             self.reopens += 1
             log.info("camera reopened", source=self.name, attempt=attempt,

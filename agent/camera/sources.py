@@ -3,12 +3,14 @@
 Specs: ``picamera2[:N]``, ``v4l2:/dev/videoN``, ``video:PATH``, ``dir:PATH``,
 ``synthetic[:SEED]``. Live cameras come wrapped so a failure mid-run reopens
 them; a camera missing or busy at start is a CameraError (exit 3), a wrong
-spec or path a CameraInputError (exit 2).
+spec or path a CameraInputError (exit 2). Setting ``stop`` ends a live
+camera's reopen backoff, so its ``read()`` returns None instead of waiting on.
 """
 
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import structlog
 
 from agent.camera.frame import FrameSource
 from agent.camera.opencv import Importer, import_cv2, open_v4l2, open_video
+from agent.camera.reopen import ReopeningSource, Wait
 from agent.config import CameraConfig
 from agent.errors import AgentError, CameraInputError
 
@@ -31,7 +34,8 @@ class SourceContext:
     config: CameraConfig
     size: tuple[int, int]  # the model input (width, height)
     clock: Callable[[], float]
-    sleep: Callable[[float], None]
+    backoff_wait: Wait
+    stop: threading.Event | None
     importer: Importer
 
 
@@ -51,11 +55,9 @@ def _path(scheme: str, arg: str) -> str:
 
 
 def _live(ctx: SourceContext, name: str, opener: Callable[[], FrameSource]) -> FrameSource:
-    from agent.camera.reopen import ReopeningSource
-
     return ReopeningSource(opener, name, backoff_max_s=ctx.config.reopen_backoff_max_s,
                            read_timeout_s=ctx.config.read_timeout_s, clock=ctx.clock,
-                           sleep=ctx.sleep)
+                           backoff_wait=ctx.backoff_wait, stop=ctx.stop)
 
 
 def _picamera2(arg: str, ctx: SourceContext) -> FrameSource:
@@ -112,11 +114,17 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def open_source(spec: str, config: CameraConfig, *, size: tuple[int, int],
                 clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep,
+                backoff_wait: Wait = threading.Event.wait,
+                stop: threading.Event | None = None,
                 importer: Importer = importlib.import_module) -> FrameSource:
-    """Open the source named by ``spec``; size is the model input (width, height)."""
+    """Open the source named by ``spec``; size is the model input (width, height).
+
+    ``backoff_wait(stop, seconds)`` waits between reopen attempts of a live
+    camera and returns True when ``stop`` is set.
+    """
     scheme, arg = parse_spec(spec)
-    ctx = SourceContext(config=config, size=size, clock=clock, sleep=sleep, importer=importer)
+    ctx = SourceContext(config=config, size=size, clock=clock, backoff_wait=backoff_wait,
+                        stop=stop, importer=importer)
     return SOURCES[scheme](arg, ctx)
 
 
