@@ -49,6 +49,8 @@ def test_bench_command_prints_each_result(capsys: pytest.CaptureFixture[str]) ->
     code = main(["bench", "--quick", "--only", "vision"])
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "[vision]"
-    assert len(out) > 1 and all(" -> ratio " in line or "(goal" in line or "fps" in line
-                                for line in out[1:])
+    assert " -> ratio " in out[1] and "(goal >= 0.90" in out[1]
+    assert [line.split(":")[0].strip() for line in out[2:5]] == [
+        "preprocess per frame (cpu)", "invoke per frame (cpu)", "decode per frame (cpu)"]
+    assert out[-1].startswith("  process RSS: ")
     assert code in (0, 1)  # 1 only when a goal is missed on this machine

@@ -14,15 +14,43 @@ pytestmark = pytest.mark.skipif(
     not (paths.bundled_models_dir() / paths.DEMO_MODEL).exists(), reason="no bundled model")
 
 
-def test_quick_run_gives_positive_rates_against_the_raw_loop():
+def test_quick_run_gives_positive_rates_against_the_hand_written_loop():
     results = vision.run(quick=True)
-    assert len(results) >= 2
-    for result in results:
-        assert result.unit == "fps" and result.value > 0
-        assert result.baseline is not None and result.baseline > 0
-        assert result.ratio is not None and result.ratio > 0
-    assert results[0].goal and results[0].ok is not None
-    assert "resized" in results[1].name
+    head = results[0]
+    assert head.name.startswith("frames/s (cpu, 640x480 frames -> 160x160 model)")
+    assert head.value > 0 and head.baseline and head.baseline > 0
+    assert head.baseline_label == "hand-written loop" and head.ok is not None
+    stages = {r.name.strip(): r for r in results[1:4]}
+    assert set(stages) == {"preprocess per frame (cpu)", "invoke per frame (cpu)",
+                           "decode per frame (cpu)"}
+    assert all(r.unit == "ms" and r.value > 0 for r in stages.values())
+    assert results[-1].name == "process RSS" and results[-1].value > 10
+
+
+def test_stage_times_cover_every_frame_with_an_injected_clock():
+    detector = open_detector(ModelConfig(device="cpu"))
+    ticks = iter(range(10_000))
+    try:
+        stages = vision.stage_times(detector, vision.camera_frames(2), clock=lambda: next(ticks))
+    finally:
+        detector.close()
+    # Each stage is one tick per frame on this clock: 1000 "ms" per tick, averaged.
+    assert stages == {"preprocess": 1000.0, "invoke": 1000.0, "decode": 1000.0}
+
+
+def test_replay_source_cycles_the_same_frames_with_indices():
+    frames = vision.camera_frames(2, size=(64, 48))
+    source = vision.ReplaySource(frames, clock=lambda: 5.0)
+    read = [source.read() for _ in range(3)]
+    assert [f.index for f in read] == [0, 1, 2]
+    assert read[2].image is frames[0] and read[0].t_mono == 5.0
+
+
+def test_process_memory_reads_proc_status(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n")
+    assert vision.process_memory_mb(status) == (100.0, 200.0)
+    assert vision.process_memory_mb(tmp_path / "missing") is None
 
 
 def test_best_rates_counts_every_call():
@@ -37,10 +65,10 @@ def test_best_rates_counts_every_call():
     assert calls == [40, 40]
 
 
-def test_raw_step_runs_the_interpreter_on_a_prepared_tensor():
+def test_raw_step_runs_the_interpreter_on_a_resized_camera_frame():
     detector = open_detector(ModelConfig(device="cpu"))
-    frame = np.zeros((*detector.info.input_size[::-1], 3), np.uint8)
-    vision.raw_step(detector, frame)(0)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    vision.raw_step(detector, [frame])(0)
     out = detector.interpreter.get_tensor(detector.interpreter.get_output_details()[0]["index"])
     assert out.size > 0
     detector.close()
@@ -62,9 +90,9 @@ def test_edge_tpu_rows_when_a_coral_is_usable(tmp_path):
     model = ModelConfig(edgetpu_path=str(bundled / paths.DEMO_MODEL))
     results = vision.run(quick=True, model=model, delegate_loader=loader)
     names = [r.name for r in results]
-    assert len(results) == 5 and names[2].startswith("detect fps (edgetpu")
-    assert names[4] == "edge tpu vs cpu detect"
-    assert results[4].baseline == results[0].value and results[4].value == results[2].value
+    assert len(results) == 10 and names[4].startswith("frames/s (edgetpu")
+    assert names[8] == "edge tpu vs cpu frames/s"
+    assert results[8].baseline == results[0].value and results[8].value == results[4].value
     without = vision.run(quick=True, model=ModelConfig(edgetpu_path=str(tmp_path / "x.tflite")),
                          delegate_loader=loader)
-    assert len(without) == 2
+    assert len(without) == 5
