@@ -5,20 +5,20 @@ Runs the real LiteRT interpreter through agent.detect.detector on the CPU.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+import runpy
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as fb
+from vision_support import claimed_truth, score_frames
 
 from agent import paths
 from agent.basket.catalog import Catalog
-from agent.camera.render import PRODUCTS, box_iou
+from agent.camera.render import PRODUCTS
 from agent.camera.synthetic import SyntheticSource
 from agent.config import DetectionConfig, ModelConfig
 from agent.detect.detector import open_detector
@@ -34,18 +34,16 @@ MIN_SCORE = DetectionConfig().min_score
 _BUILTIN_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 
 
-def _load(name: str) -> ModuleType:
-    """A script from models/ (they are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"models_{name}", MODELS / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+def _load(name: str) -> SimpleNamespace:
+    """A script from models/ (they are not a package), left out of sys.modules.
+
+    runpy registers the module only while it runs, which its dataclasses need.
+    """
+    return SimpleNamespace(**runpy.run_path(str(MODELS / f"{name}.py"), run_name=f"models_{name}"))
 
 
 @pytest.fixture(scope="module")
-def evaluate() -> ModuleType:
+def evaluate() -> SimpleNamespace:
     return _load("evaluate")
 
 
@@ -98,7 +96,7 @@ def test_graph_is_integer_up_to_the_postprocessing_op() -> None:
     ]
 
 
-def test_held_out_map_stays_above_floor(evaluate: ModuleType, detector) -> None:
+def test_held_out_map_stays_above_floor(evaluate: SimpleNamespace, detector) -> None:
     result = evaluate.evaluate(detector, evaluate.held_out(HELD_OUT_IMAGES))
     assert result.images == HELD_OUT_IMAGES and result.objects > HELD_OUT_IMAGES
     assert result.map50 >= MAP50_FLOOR, result
@@ -106,33 +104,11 @@ def test_held_out_map_stays_above_floor(evaluate: ModuleType, detector) -> None:
         assert ap >= CLASS_AP50_FLOOR, (label, result)
 
 
-def _score_frames(detector, seed: int, size: tuple[int, int], frames: int) -> tuple[int, int, int]:
-    """(truth objects, matched, detections above min_score) over the clear frames."""
-    source = SyntheticSource(seed, size)
-    objects = matched = found = 0
-    for index in range(frames):
-        frame = source.read()
-        assert frame is not None
-        if index % 4 or source.occluded:
-            continue
-        detections = [d for d in detector.detect(frame.image) if d.score >= MIN_SCORE]
-        truth = source.truth
-        claimed: set[int] = set()
-        for det in sorted(detections, key=lambda d: -d.score):
-            for i, (label, box) in enumerate(truth):
-                if i not in claimed and label == det.label and box_iou(det.box, box) >= 0.5:
-                    claimed.add(i)
-                    break
-        objects += len(truth)
-        matched += len(claimed)
-        found += len(detections)
-    return objects, matched, found
-
-
 @pytest.mark.parametrize("size", [(160, 160), (320, 240)])
 def test_detections_match_synthetic_source_truth(detector, size: tuple[int, int]) -> None:
     """Seeds past any the model saw; 320x240 frames go through the detector's resize."""
-    objects, matched, found = _score_frames(detector, 9001, size, 400)
+    objects, matched, found = score_frames(detector, SyntheticSource(9001, size), 400, 4,
+                                           MIN_SCORE)
     assert objects > 100
     # Measured 1.00 / 1.00 at both sizes.
     assert matched / objects >= 0.95  # recall at the tracker's min_score
@@ -143,7 +119,7 @@ def _det(label: str, score: float, box: tuple[float, float, float, float]) -> De
     return Detection(PRODUCTS.index(label), label, score, box)
 
 
-def test_match_claims_each_truth_once_and_needs_label_and_overlap(evaluate: ModuleType) -> None:
+def test_match_claims_each_truth_once_and_needs_label_and_overlap(evaluate: SimpleNamespace) -> None:
     truth = [("apple", (0.1, 0.1, 0.4, 0.4)), ("milk", (0.5, 0.5, 0.9, 0.9))]
     hits = evaluate.match(
         [
@@ -157,7 +133,17 @@ def test_match_claims_each_truth_once_and_needs_label_and_overlap(evaluate: Modu
     assert [hit for _, hit in hits] == [True, False, False, False]
 
 
-def test_average_precision(evaluate: ModuleType) -> None:
+def test_truth_matching_claims_each_truth_once(
+        evaluate: SimpleNamespace) -> None:
+    truth = [("apple", (0.1, 0.1, 0.4, 0.4)), ("milk", (0.5, 0.5, 0.9, 0.9))]
+    found = [_det("apple", 0.8, (0.12, 0.1, 0.4, 0.4)), _det("apple", 0.9, (0.1, 0.1, 0.4, 0.4)),
+             _det("soda", 0.7, (0.5, 0.5, 0.9, 0.9)), _det("milk", 0.6, (0.5, 0.5, 0.6, 0.6))]
+    assert claimed_truth(found, truth) == 1
+    assert claimed_truth(found + [_det("milk", 0.5, (0.52, 0.5, 0.9, 0.9))], truth) == 2
+    assert claimed_truth(found, truth) == sum(hit for _, hit in evaluate.match(found, truth))
+
+
+def test_average_precision(evaluate: SimpleNamespace) -> None:
     ap = evaluate.average_precision
     assert ap([(0.9, True), (0.8, True)], 2) == pytest.approx(1.0)
     assert ap([(0.9, True)], 2) == pytest.approx(0.5)  # half the objects never found
@@ -166,7 +152,7 @@ def test_average_precision(evaluate: ModuleType) -> None:
     assert math.isnan(ap([(0.5, False)], 0))
 
 
-def test_evaluation_of_a_perfect_detector_is_one(evaluate: ModuleType) -> None:
+def test_evaluation_of_a_perfect_detector_is_one(evaluate: SimpleNamespace) -> None:
     """The metric itself, fed the samples' own truth as detections."""
     samples = list(evaluate.held_out(20))
 
@@ -188,7 +174,7 @@ def test_evaluation_of_a_perfect_detector_is_one(evaluate: ModuleType) -> None:
     assert (result.counts_right, result.extra, result.missed) == (1.0, 0, 0)
 
 
-def test_evaluation_counts_extra_and_missed_detections(evaluate: ModuleType) -> None:
+def test_evaluation_counts_extra_and_missed_detections(evaluate: SimpleNamespace) -> None:
     """Each product reported twice, the second time weakly; then every first one dropped."""
     samples = [s for s in evaluate.held_out(20) if len(s.boxes)]
     objects = sum(len(s.boxes) for s in samples)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
+from vision_support import score_frames
 
 from agent import paths
-from agent.camera.render import box_iou
 from agent.camera.sources import open_source
 from agent.config import CameraConfig, DetectionConfig, ModelConfig
 from agent.detect.detector import open_detector
@@ -45,21 +45,8 @@ def test_folder_of_saved_frames_gives_the_same_detections(detector, tmp_path):
 def test_synthetic_spec_frames_match_truth(detector):
     """Clear frames of a seed the model never saw: found products sit on the truth boxes."""
     source = open_source("synthetic:4242", CameraConfig(), size=detector.info.input_size)
-    objects = matched = found = 0
-    for index in range(200):
-        frame = source.read()
-        if index % 5 or source.occluded:
-            continue
-        assert frame.image.shape[:2] == detector.info.input_size[::-1]
-        detections = [d for d in detector.detect(frame.image) if d.score >= MIN_SCORE]
-        truth = source.truth
-        claimed: set[int] = set()
-        for det in sorted(detections, key=lambda d: -d.score):
-            for i, (label, box) in enumerate(truth):
-                if i not in claimed and label == det.label and box_iou(det.box, box) >= 0.5:
-                    claimed.add(i)
-                    break
-        objects, matched, found = objects + len(truth), matched + len(claimed), found + len(detections)
+    assert source.read().image.shape[:2] == detector.info.input_size[::-1]
+    objects, matched, found = score_frames(detector, source, 200, 5, MIN_SCORE)
     assert objects > 40
     assert matched / objects >= 0.85
     assert found and matched / found >= 0.85
