@@ -305,3 +305,23 @@ def test_restart_does_not_add_again_what_is_still_in_view(
     second = run_agent_cli(*args)
     assert second.returncode == 0, second.stderr
     assert delivered(backend) == after_first
+
+
+def test_synthetic_runs_are_deterministic_ids_and_times_aside(tmp_path: Path) -> None:
+    from agent.config import build_config
+    from agent.service import run_agent
+
+    def events_of(run: str) -> list[tuple[str, str, int, float]]:
+        seen: list[tuple[str, str, int, float]] = []
+        config = build_config(flags={
+            "state": {"dir": str(tmp_path / run)}, "camera": {"source": "synthetic:3"},
+            "model": {"device": "cpu"}, "backend": {"url": "http://127.0.0.1:9"},
+            "delivery": {"shutdown_grace_s": 0.0}})
+        run_agent(config, stop=threading.Event(), max_frames=400, env={},
+                  on_event=lambda e: seen.append((e.route, e.product_id, e.quantity,
+                                                  e.confidence)))
+        return seen
+
+    first = events_of("a")
+    assert first, "400 frames of a basket being filled hold events"
+    assert events_of("b") == first
