@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from agent.camera.render import Sample, random_sample
+from agent.camera.scenes import Sample, random_sample
 
 INPUT_SIZE = (160, 160)  # (width, height) of the demo model's input
 # Frames come both at the model size (the agent asks the synthetic source for it) and at a

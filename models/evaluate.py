@@ -27,8 +27,10 @@ for _path in (str(HERE.parent), str(HERE)):
 
 import demo_data  # noqa: E402
 
-from agent.camera.render import PRODUCTS, Sample, box_iou  # noqa: E402
+from agent.camera.scenes import Sample  # noqa: E402
+from agent.camera.shapes import PRODUCTS  # noqa: E402
 from agent.config import DetectionConfig, ModelConfig  # noqa: E402
+from agent.detect.boxes import box_iou  # noqa: E402
 from agent.detect.types import Detection, Detector  # noqa: E402
 from agent.logs import configure_logging  # noqa: E402
 

@@ -30,7 +30,7 @@ import demo_data  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tflite_tools  # noqa: E402
 
-from agent.camera.render import PRODUCTS  # noqa: E402
+from agent.camera.shapes import PRODUCTS  # noqa: E402
 from agent.paths import DEMO_MODEL  # noqa: E402
 
 NUM_CLASSES = len(PRODUCTS)

@@ -18,7 +18,7 @@ from vision_support import claimed_truth, score_frames
 
 from agent import paths
 from agent.basket.catalog import Catalog
-from agent.camera.render import PRODUCTS
+from agent.camera.shapes import PRODUCTS
 from agent.camera.synthetic import SyntheticSource
 from agent.config import DetectionConfig, ModelConfig
 from agent.detect.detector import open_detector

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agent.camera.frame import FrameSource
-from agent.camera.render import PRODUCTS
+from agent.camera.shapes import PRODUCTS
 from agent.camera.synthetic import SyntheticSource
 from agent.errors import CameraInputError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.camera.render import Box, box_iou
 from agent.camera.synthetic import SyntheticSource
+from agent.detect.boxes import Box, box_iou
 from agent.detect.types import Detection, Detector
 
 IOU_MATCH = 0.5

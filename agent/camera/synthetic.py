@@ -17,15 +17,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from agent.camera.frame import Frame
-from agent.camera.render import (
-    Box,
-    Item,
-    Occluder,
-    place_item,
-    random_occluder,
-    render_scene,
-    visible_truth,
-)
+from agent.camera.render import render_scene, visible_truth
+from agent.camera.scenes import place_item, random_occluder
+from agent.camera.shapes import Item, Occluder
+from agent.detect.boxes import Box
 from agent.errors import CameraInputError
 
 MAX_ITEMS = 6
