@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -261,12 +260,12 @@ def test_an_injected_delay_is_cut_short_by_stop(backend: ReferenceBackend) -> No
     thread = threading.Thread(target=slow_call)
     thread.start()
     assert backend.faults.wait_taken(5)
-    started = time.monotonic()
     backend.stop()
-    thread.join(10)
+    thread.join(10)  # bounds a broken stop(); the delay itself is 60 s
     assert not thread.is_alive()
-    assert time.monotonic() - started < 10
-    assert len(errors) == 1
+    # Cut short: the caller got no answer, and no answered call was recorded.
+    assert len(errors) == 1 and isinstance(errors[0], requests.ConnectionError)
+    assert backend.calls == []
 
 
 def test_passthrough_stores_before_answering(backend: ReferenceBackend) -> None:
