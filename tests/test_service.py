@@ -96,6 +96,16 @@ def notify(tmp_path: Path) -> Iterator[NotifyListener]:
     listener.close()
 
 
+def start_endless_run(state: Path, backend: ReferenceBackend, notify: NotifyListener,
+                      fps: int) -> subprocess.Popen[str]:
+    """`basketagent run` on an endless synthetic camera, as systemd starts it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", "cpu",
+         "--state-dir", str(state), "--backend", backend.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=agent_env(NOTIFY_SOCKET=notify.path, BASKETAGENT_CAMERA_FPS=str(fps)))
+
+
 def delivered(backend: ReferenceBackend) -> list[dict]:
     return list(backend.basket_items()) + list(backend.pending_items())
 
@@ -169,13 +179,8 @@ def test_not_paired_status_shows_the_pairing_code(
 def test_sigterm_stops_cleanly_and_keeps_the_view(
         tmp_path: Path, backend: ReferenceBackend,
         notify: NotifyListener) -> None:
-    path = notify.path
     state = tmp_path / "s"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", "cpu",
-         "--state-dir", str(state), "--backend", backend.url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=agent_env(NOTIFY_SOCKET=path, BASKETAGENT_CAMERA_FPS="60"))
+    proc = start_endless_run(state, backend, notify, fps=60)
     try:
         assert notify.wait_for("READY=1", 60)
         time.sleep(1.0)  # a real process: let it run some frames
@@ -213,13 +218,8 @@ def test_journald_lines_when_journal_stream_is_stdout(
 def test_second_agent_on_the_same_state_dir_is_refused(
         tmp_path: Path, backend: ReferenceBackend,
         notify: NotifyListener) -> None:
-    path = notify.path
     state = tmp_path / "s"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", "cpu",
-         "--state-dir", str(state), "--backend", backend.url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=agent_env(NOTIFY_SOCKET=path, BASKETAGENT_CAMERA_FPS="30"))
+    first = start_endless_run(state, backend, notify, fps=30)
     try:
         assert notify.wait_for("READY=1", 60)
         second = run_agent_cli("run", "--camera", "synthetic:4", "--device", "cpu",
@@ -227,7 +227,7 @@ def test_second_agent_on_the_same_state_dir_is_refused(
                                "--backend", backend.url)
     finally:
         first.send_signal(signal.SIGTERM)
-        first.wait(timeout=15)
+        first.communicate(timeout=15)
     assert second.returncode == 1
     lines = [line for line in second.stderr.splitlines() if line.startswith("basketagent: error")]
     assert len(lines) == 1 and "journal" in lines[0]
