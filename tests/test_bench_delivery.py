@@ -4,7 +4,6 @@ its failures are one-line operational errors."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +24,6 @@ def test_quick_delivery_bench_reports_positive_rates_for_a_complete_drain() -> N
     assert result.goal == ">= 0.80" and isinstance(result.ok, bool)
     assert "ratio" in result.line()
 
-
-@pytest.fixture
-def backend() -> Iterator[ReferenceBackend]:
-    with ReferenceBackend() as server:
-        yield server
 
 
 def test_the_raw_loop_says_what_failed_when_an_event_is_refused(backend: ReferenceBackend) -> None:

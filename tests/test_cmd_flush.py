@@ -15,12 +15,6 @@ from agent.delivery.journal import Journal
 from agent.devserver import ReferenceBackend
 
 
-@pytest.fixture
-def backend(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with ReferenceBackend(db_path=tmp_path / "backend.sqlite3") as server:
-        yield server
-
-
 def journal_events(state_dir: Path, *events) -> None:  # type: ignore[no-untyped-def]
     with Journal.open(state_dir, JournalConfig()) as journal:
         for event in events:

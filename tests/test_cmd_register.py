@@ -7,19 +7,12 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.cli import main
 from agent.devserver import ReferenceBackend
-
-
-@pytest.fixture
-def backend() -> Iterator[ReferenceBackend]:
-    with ReferenceBackend() as server:
-        yield server
 
 
 def register(state: Path, url: str, *extra: str) -> int:

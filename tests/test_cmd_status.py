@@ -18,12 +18,6 @@ from agent.delivery.sender import Sender
 from agent.devserver import ReferenceBackend
 
 
-@pytest.fixture
-def backend(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with ReferenceBackend(db_path=tmp_path / "backend.sqlite3") as server:
-        yield server
-
-
 def status_json(state: Path, url: str, capsys: pytest.CaptureFixture[str]) -> dict:
     capsys.readouterr()  # what the test's own parts logged before
     assert main(["status", "--json", "--state-dir", str(state), "--backend", url]) == 0

@@ -15,12 +15,6 @@ from agent.devserver import ReferenceBackend
 
 
 @pytest.fixture
-def backend() -> Iterator[ReferenceBackend]:
-    with ReferenceBackend() as server:
-        yield server
-
-
-@pytest.fixture
 def http() -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session

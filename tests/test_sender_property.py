@@ -36,7 +36,8 @@ operation = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[ReferenceBackend]:
+def shared_backend() -> Iterator[ReferenceBackend]:
+    """One in-memory backend for every example of the module (hypothesis reruns the test body)."""
     with ReferenceBackend() as server:
         yield server
 
@@ -53,8 +54,9 @@ def inject(backend: ReferenceBackend, kind: str, route: str, times: int) -> None
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=st.lists(operation, max_size=30), seed=st.integers(0, 2**16))
-def test_every_event_is_stored_once_in_route_order(backend: ReferenceBackend,
+def test_every_event_is_stored_once_in_route_order(shared_backend: ReferenceBackend,
                                                    operations: list[tuple], seed: int) -> None:
+    backend = shared_backend
     backend.faults.clear()
     appended: dict[str, list[str]] = {route: [] for route in ROUTES}
     with tempfile.TemporaryDirectory() as tmp:
