@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ def basket_calls(backend: ReferenceBackend) -> int:
     return sum(call.path == BASKET for call in backend.calls)
 
 
-def logged(logs: list[dict[str, Any]], text: str) -> int:
+def logged(logs: Sequence[Mapping[str, Any]], text: str) -> int:
     return sum(text in entry["event"] for entry in list(logs))
 
 
@@ -114,7 +114,7 @@ def test_wake_ends_the_idle_wait_and_the_thread_publishes_its_state(
     for delivered in range(1, 4):
         parts.journal.append(basket_event())
         sender.wake()
-        assert wait_until(lambda n=delivered: len(backend.basket_items()) == n)
+        assert wait_until(lambda: len(backend.basket_items()) == delivered)  # noqa: B023
     assert wait_until(lambda: parts.journal.stats().pending == 0)
     live_path = live_status_path(parts.config.state_dir)
     assert wait_until(lambda: read_live_status(live_path) is not None)
@@ -216,7 +216,9 @@ def test_sender_thread_yields_the_cpu_to_detection(
     thread = rig.sender._thread
     assert thread is not None
     assert wait_until(lambda: thread.native_id is not None)
+    native_id = thread.native_id
+    assert native_id is not None
     expected = min(19, base + SENDER_NICE)
-    assert wait_until(lambda: os.getpriority(os.PRIO_PROCESS, thread.native_id) == expected)
+    assert wait_until(lambda: os.getpriority(os.PRIO_PROCESS, native_id) == expected)
     # The caller's own thread keeps its priority.
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
