@@ -97,10 +97,10 @@ def notify(tmp_path: Path) -> Iterator[NotifyListener]:
 
 
 def start_endless_run(state: Path, backend: ReferenceBackend, notify: NotifyListener,
-                      fps: int) -> subprocess.Popen[str]:
+                      fps: int, device: str = "cpu") -> subprocess.Popen[str]:
     """`basketagent run` on an endless synthetic camera, as systemd starts it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", "cpu",
+        [sys.executable, "-m", "agent", "run", "--camera", "synthetic:4", "--device", device,
          "--state-dir", str(state), "--backend", backend.url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=agent_env(NOTIFY_SOCKET=notify.path, BASKETAGENT_CAMERA_FPS=str(fps)))
@@ -325,3 +325,25 @@ def test_synthetic_runs_are_deterministic_ids_and_times_aside(tmp_path: Path) ->
     first = events_of("a")
     assert first, "400 frames of a basket being filled hold events"
     assert events_of("b") == first
+
+
+def test_status_of_a_running_agent_says_it_fell_back_to_the_cpu(
+        tmp_path: Path, backend: ReferenceBackend, notify: NotifyListener) -> None:
+    state = tmp_path / "s"
+    proc = start_endless_run(state, backend, notify, fps=30, device="auto")
+    try:
+        assert notify.wait_for("READY=1", 60)
+        status = run_agent_cli("status", "--json", "--state-dir", str(state), "--backend",
+                               backend.url)
+        text = run_agent_cli("status", "--state-dir", str(state), "--backend", backend.url)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    data = json.loads(status.stdout)
+    assert data["service"] == "running"
+    assert data["accelerator"]["device"] == "cpu"
+    assert "libedgetpu" in data["accelerator"]["fallbackReason"]
+    assert "NOT on the Edge TPU: libedgetpu" in text.stdout
+    after = json.loads(run_agent_cli("status", "--json", "--state-dir", str(state), "--backend",
+                                     backend.url).stdout)
+    assert after["service"] == "stopped" and after["accelerator"] is None

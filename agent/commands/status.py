@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from agent.config import Config
 from agent.errors import EXIT_OK
+from agent.service import DETECTOR_STATUS_FILE
 
 HELP = "show deviceId, pairing code, journal depth, dead letters and the backend's state"
 
@@ -57,6 +58,7 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
         letters = journal.dead_letters()
     finally:
         journal.close()
+    detector = read_live_status(config.state_dir / DETECTOR_STATUS_FILE)
     live = read_live_status(live_status_path(config.state_dir))
     if live is not None:
         service = "running"
@@ -75,6 +77,9 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
         "pairingCode": identity.code if identity else None,
         "paired": bool(identity.paired) if identity else False,
         "identityProblem": identity_problem,
+        "accelerator": None if detector is None else {
+            "device": detector.get("device"), "model": detector.get("model"),
+            "fallbackReason": detector.get("fallbackReason") or ""},
         "backendUrl": config.backend.url,
         "service": service,
         "breaker": breaker,
@@ -98,6 +103,16 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
     }
 
 
+def _accelerator_lines(accelerator: dict[str, Any] | None) -> list[str]:
+    """Where the running agent's model runs; a fallback from the Edge TPU is never silent."""
+    if accelerator is None:
+        return []
+    line = f"model:        {accelerator['model']} on {accelerator['device']}"
+    if accelerator["fallbackReason"]:
+        line += f" (NOT on the Edge TPU: {accelerator['fallbackReason']})"
+    return [line]
+
+
 def render(data: dict[str, Any]) -> str:
     journal = data["journal"]
     if data["identityProblem"]:
@@ -116,6 +131,7 @@ def render(data: dict[str, Any]) -> str:
     lines = [
         f"device:       {device}",
         f"service:      {data['service']}",
+        *_accelerator_lines(data["accelerator"]),
         f"backend:      {backend}; breaker {data['breaker']}",
         f"journal:      {journal['pending']} pending" + (f" ({by_route})" if by_route else "")
         + oldest,
