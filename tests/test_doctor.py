@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,26 @@ def test_doctor_reports_unwritable_state_dir(tmp_path: Path,
     out = capsys.readouterr().out
     assert "FAIL state dir:" in out and "not writable" in out
     assert code == 1
+
+
+def test_doctor_warns_of_a_damaged_identity_and_leaves_it_in_place(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "s"
+    state.mkdir()
+    (state / "identity.json").write_text("{not json")
+    main(["doctor", "--camera", "synthetic", "--device", "cpu", "--state-dir", str(state),
+          "--backend", "http://127.0.0.1:9"])
+    line = next(line for line in capsys.readouterr().out.splitlines()
+                if line.startswith(("warn pairing:", "FAIL pairing:")))
+    assert line.startswith("warn pairing:") and "new registration" in line
+    assert (state / "identity.json").read_text() == "{not json"
+
+
+def test_doctor_reports_pairing_state(tmp_path: Path, backend: ReferenceBackend,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "s"
+    args = ["--state-dir", str(state), "--backend", backend.url]
+    assert main(["register", *args]) == 0
+    code = json.loads((state / "identity.json").read_text())["code"]
+    main(["doctor", "--camera", "synthetic", "--device", "cpu", *args])
+    assert f"type code {code} into the web app" in capsys.readouterr().out

@@ -17,12 +17,6 @@ from agent.delivery.registration import Registrar
 from agent.devserver import ReferenceBackend
 
 
-@pytest.fixture
-def backend(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with ReferenceBackend(db_path=tmp_path / "backend.sqlite3") as server:
-        yield server
-
-
 def registrar(config: Config, store: IdentityStore) -> tuple[Registrar, BackendClient]:
     client = BackendClient(config.backend, config.delivery, clock=SteppedClock())
     return Registrar(client, store, config, rng=random.Random(2)), client

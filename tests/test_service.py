@@ -35,12 +35,6 @@ def run_agent_cli(*args: str, env: dict[str, str] | None = None,
                           env=env or agent_env())
 
 
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[ReferenceBackend]:
-    with ReferenceBackend(db_path=tmp_path / "backend.sqlite3") as server:
-        yield server
-
-
 class NotifyListener:
     """A NOTIFY_SOCKET read as systemd does: promptly, by its own thread.
 

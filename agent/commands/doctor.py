@@ -131,10 +131,15 @@ def check_backend(config: Config) -> Check:
 
 
 def check_identity(config: Config) -> Check:
-    from agent.delivery.identity import IdentityStore
+    from agent.delivery.identity import IdentityDamaged, IdentityStore
 
-    identity = IdentityStore(config.state_dir, backend_url=config.backend.url).load(
-        repair=False)
+    try:
+        identity = IdentityStore(config.state_dir, backend_url=config.backend.url).load(
+            repair=False)
+    except IdentityDamaged as exc:
+        # Not broken for long: the agent moves it aside and registers again when it starts.
+        return Check("pairing", WARN, f"{exc}; the agent replaces it with a new registration "
+                     "when it starts (a new pairing code)")
     if identity is None:
         return Check("pairing", WARN, "not registered yet (the agent registers when the backend "
                      "answers; or run 'basketagent register')")
