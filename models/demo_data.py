@@ -20,6 +20,7 @@ RENDER_SIZES = ((160, 160), (320, 240))
 TRAIN = 1
 CALIBRATION = 2
 HELD_OUT = 3
+VALIDATION = 4  # for choosing export settings, never for the reported accuracy
 
 
 def sample(split: int, i: int, occluder_p: float = 0.2) -> Sample:

@@ -126,9 +126,9 @@ def evaluate(
     )
 
 
-def held_out(count: int, start: int = 0) -> Iterable[Sample]:
+def held_out(count: int, start: int = 0, split: int = demo_data.HELD_OUT) -> Iterable[Sample]:
     for i in range(start, start + count):
-        yield demo_data.sample(demo_data.HELD_OUT, i)
+        yield demo_data.sample(split, i)
 
 
 def open_model(path: Path | None, threads: int = 0) -> Detector:
@@ -144,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=500, help="held-out images")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--validation", action="store_true", help="the validation split instead of held-out"
+    )
     args = parser.parse_args(argv)
     configure_logging("warning", "plain")  # to stderr: stdout is the result
     detector = open_model(args.model, args.threads)
     try:
-        result = evaluate(detector, held_out(args.count))
+        split = demo_data.VALIDATION if args.validation else demo_data.HELD_OUT
+        result = evaluate(detector, held_out(args.count, split=split))
     finally:
         detector.close()
     if args.json:
