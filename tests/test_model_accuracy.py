@@ -122,7 +122,9 @@ def _det(label: str, score: float, box: tuple[float, float, float, float]) -> De
     return Detection(PRODUCTS.index(label), label, score, box)
 
 
-def test_match_claims_each_truth_once_and_needs_label_and_overlap(evaluate: SimpleNamespace) -> None:
+def test_match_claims_each_truth_once_and_needs_label_and_overlap(
+    evaluate: SimpleNamespace,
+) -> None:
     truth = [("apple", (0.1, 0.1, 0.4, 0.4)), ("milk", (0.5, 0.5, 0.9, 0.9))]
     hits = evaluate.match(
         [
