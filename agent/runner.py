@@ -122,7 +122,12 @@ class FrameLoop:
             if self.period:
                 next_due = max(next_due + self.period, self.clock())
                 self.stop.wait(max(0.0, next_due - self.clock()))
-        self.tracker.persist()
+        if not self._unjournaled:
+            self.tracker.persist()
+        else:
+            log.error("stopping with events not journaled (disk full?); the basket view is kept "
+                      "as it was so they are detected again after a restart",
+                      waiting=len(self._unjournaled))
         return self.stats
 
     def _process(self, detections: Sequence[Detection]) -> None:
@@ -131,10 +136,11 @@ class FrameLoop:
             self._unjournaled.append(event)
             self.stats.events += 1
         if self._unjournaled and self._journal_backlog():
-            # The view is persisted only after its events are durable: a crash in
-            # between re-adds (a duplicate the backend can see) rather than loses.
-            self.tracker.persist()
             self.outbox.wake()
+            if not self._unjournaled:
+                # The view is persisted only once every event it implies is durable: a
+                # crash in between re-adds (a duplicate the backend can see) rather than loses.
+                self.tracker.persist()
 
     def _journal_backlog(self) -> bool:
         wrote = False

@@ -378,9 +378,6 @@ def test_the_unjournaled_backlog_is_bounded_and_drops_the_oldest(stack, short_tm
     assert rig.view.load() == {}  # ends on an empty frame
 
 
-@pytest.mark.xfail(strict=True, reason="FrameLoop persists the view while events still wait "
-                   "for the journal: after a partial backlog write, and in run()'s final "
-                   "persist")
 def test_the_view_on_disk_never_holds_a_rise_whose_event_is_not_journaled(
         stack, short_tmp, backend, detector) -> None:
     """The disk has room for two event records: the cereal, then one of the apple and loaf
