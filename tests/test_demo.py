@@ -27,6 +27,9 @@ def test_demo_shows_registration_pairing_deliveries_and_an_empty_journal(tmp_pat
     assert "paired: code" in out
     assert "  detected  +" in out
     assert "  delivered " in out
+    # Both routes: pending items are held while unpaired and delivered after pairing.
+    assert "-> pending approval" in out and "to pending approval" in out
+    assert out.index("paired: code") < out.index("to pending approval")
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("summary:") and "journal empty" in summary
     assert "Traceback" not in result.stderr

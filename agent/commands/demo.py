@@ -26,6 +26,7 @@ from agent.service import RunSummary, run_agent
 HELP = "show the agent end to end: bundled model, synthetic frames, in-process reference backend"
 
 POLL_S = 0.2
+DEMO_BASKET_THRESHOLD = 0.92
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +48,9 @@ def demo_config(base: Config, *, backend_url: str, state_dir: Path, seed: int, f
         "state": {"dir": str(state_dir)},
         "camera": {"source": f"synthetic:{seed}", "fps": fps},
         "model": {"device": "cpu"},
+        # The bundled model is sure of most products on its own synthetic scenes; a higher
+        # bar than the 0.70 default sends some to pending approval, so both routes show.
+        "routing": {"basket_threshold": DEMO_BASKET_THRESHOLD},
         "delivery": {"backoff_initial_s": 0.2, "backoff_max_s": 2.0,
                      "register_backoff_max_s": 2.0, "not_paired_retry_s": 0.5,
                      "shutdown_grace_s": 20.0},
@@ -151,8 +155,9 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
             cfg = demo_config(config, backend_url=backend.url, state_dir=state_dir,
                               seed=args.seed, fps=args.fps, verbose=args.verbose)
             print(f"basketagent demo: bundled model on synthetic frames ({args.frames} frames at "
-                  f"{args.fps:g} fps)\n  reference backend {backend.url}, state in {state_dir}",
-                  file=out, flush=True)
+                  f"{args.fps:g} fps)\n  reference backend {backend.url}, state in {state_dir}\n"
+                  f"  basket at confidence >= {DEMO_BASKET_THRESHOLD:.0%} (the service's default "
+                  f"is 70%), pending approval below", file=out, flush=True)
             names = {product.product_id: product.name for product in Catalog.bundled()}
             narrator = Narrator(backend, out, args.pair_after, threading.Event(), names,
                                 pair_by=0.75 * args.frames / args.fps)
