@@ -163,7 +163,8 @@ def test_not_paired_status_shows_the_pairing_code(
     path = notify.path
     result = run_agent_cli("run", "--camera", "synthetic:2", "--device", "cpu", "--max-frames",
                            "300", "--state-dir", str(tmp_path / "s"), "--backend", backend.url,
-                           env=agent_env(NOTIFY_SOCKET=path))
+                           # Paced (3 s), so registration lands while frames still flow.
+                           env=agent_env(NOTIFY_SOCKET=path, BASKETAGENT_CAMERA_FPS="100"))
     assert result.returncode == 0, result.stderr
     code = json.loads((tmp_path / "s" / "identity.json").read_text())["code"]
     assert code in result.stderr  # logged at WARNING until paired

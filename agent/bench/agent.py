@@ -101,7 +101,7 @@ def bench_memory(frames: int, tmp: Path, backend_url: str) -> list[BenchResult]:
         if reading is not None:
             samples.append(reading[0])
             peak = max(peak, reading[1])
-        time.sleep(0.1)
+        time.sleep(0.05)
     if proc.returncode != 0 or len(samples) < 8:
         return [BenchResult("run peak RSS", float("nan"), "MB", goal=f"<= {RSS_GOAL_MB:g} MB",
                             ok=False, note=f"run exited {proc.returncode}, {len(samples)} samples")]
