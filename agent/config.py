@@ -48,6 +48,9 @@ class DeliveryConfig:
     breaker_reset_s: float = 30.0
     # How long `run --max-frames` waits for the sender before exiting.
     shutdown_grace_s: float = 3.0
+    # Beside the frame loop, the share of time the sender may spend sending a backlog
+    # (the rest it waits, so detection keeps its frame rate). `flush` is not limited.
+    send_share_while_detecting: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "delivery.breaker_fail_max": (1, 1000),
     "delivery.breaker_reset_s": (0.01, 3600.0),
     "delivery.shutdown_grace_s": (0.0, 300.0),
+    "delivery.send_share_while_detecting": (0.01, 1.0),
     "journal.max_events": (1, 10_000_000),
     "journal.max_age_s": (1.0, 10 * 365 * 86400.0),
     "journal.max_dead_letters": (1, 10_000_000),

@@ -117,7 +117,8 @@ def run_agent(
         client = BackendClient(config.backend, config.delivery)
         stack.callback(client.close)
         identities = IdentityStore(state_dir, backend_url=config.backend.url)
-        sender = Sender(journal, client, identities, config)
+        sender = Sender(journal, client, identities, config,
+                        send_share=config.delivery.send_share_while_detecting)
         sender.start()
         # Registered last, so it runs first: the sender stops before the journal closes.
         stack.callback(sender.stop, SENDER_STOP_S)

@@ -222,3 +222,40 @@ def test_sender_thread_yields_the_cpu_to_detection(
     assert wait_until(lambda: os.getpriority(os.PRIO_PROCESS, native_id) == expected)
     # The caller's own thread keeps its priority.
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+class RestWait:
+    """Records the thread's waits; a rest (a wait on the stop flag) returns at once."""
+
+    def __init__(self) -> None:
+        self.rests: list[float] = []
+        self.idles: list[float] = []
+        self.stop_flag: threading.Event | None = None
+
+    def __call__(self, event: threading.Event, timeout: float) -> bool:
+        if event is self.stop_flag:
+            self.rests.append(timeout)
+            return event.is_set()
+        self.idles.append(timeout)
+        return event.wait(timeout)
+
+
+@pytest.mark.parametrize("share", [0.25, 1.0])
+def test_beside_detection_a_backlog_goes_in_bursts_with_rests(
+        backend: ReferenceBackend, make_parts: Callable[..., Parts], share: float) -> None:
+    parts = make_parts()
+    for _ in range(250):
+        parts.journal.append(basket_event())
+    waits = RestWait()
+    sender = parts.sender(wait=waits, send_share=share)
+    waits.stop_flag = sender._stop
+    sender.start()
+    assert wait_until(lambda: len(backend.basket_items()) == 250)
+    assert wait_until(lambda: len(waits.idles) >= 1)
+    sender.stop(2.0)
+    if share == 1.0:
+        assert waits.rests == []  # flush and drain send flat out
+    else:
+        # A batch of 100 at a time, each followed by a rest of 3x its sending time
+        # (a 25% share), which new events (wake) do not cut short: it waits on stop.
+        assert len(waits.rests) >= 2 and all(rest > 0 for rest in waits.rests)

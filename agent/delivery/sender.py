@@ -91,8 +91,12 @@ class Sender:
                  identity_store: IdentityStoreLike, config: Config, *,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None, wait: Wait | None = None,
-                 live_status: Path | None = None) -> None:
+                 live_status: Path | None = None, send_share: float = 1.0) -> None:
         self._journal = journal
+        # The share of wall time the thread may spend sending while more is due at once.
+        # Beside the frame loop it is kept small: Python's GIL makes a busy sender cost
+        # detection frames, and a backlog may drain slower but detection must not slow.
+        self._send_share = send_share
         self._client = client
         self._config = config
         self._clock = clock
@@ -152,9 +156,10 @@ class Sender:
         log.info("sender started")
         while not self._stop.is_set():
             self._wake.clear()
+            started = self._clock()
             try:
                 with self._step_lock:
-                    next_due = self.step(self._clock())
+                    next_due = self.step(started)
             except AgentError as exc:
                 log.error("delivery round failed; will retry", error=str(exc))
                 next_due = self._clock() + self._config.delivery.backoff_initial_s
@@ -162,7 +167,13 @@ class Sender:
                 log.exception("delivery round failed unexpectedly; will retry")
                 next_due = self._clock() + self._config.delivery.backoff_max_s
             self._publish(running=True)
-            delay = min(max(0.0, next_due - self._clock()), IDLE_S)
+            now = self._clock()
+            if self._send_share < 1.0 and next_due <= now:
+                # More is due at once: rest in proportion to the time just spent sending.
+                # New events (wake) do not cut the rest short; stop does.
+                self._wait(self._stop, (now - started) * (1.0 / self._send_share - 1.0))
+                now = self._clock()
+            delay = min(max(0.0, next_due - now), IDLE_S)
             if delay > 0 and not self._stop.is_set():
                 self._wait(self._wake, delay)
         self._publish(running=False)
