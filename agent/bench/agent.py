@@ -145,15 +145,23 @@ def _bounded_run_fps(state_dir: Path, backend_url: str, frames: int) -> tuple[fl
     return summary.fps, summary.journal_pending
 
 
-def bench_backlog(frames: int, backlog: int, tmp: Path, backend_url: str) -> list[BenchResult]:
-    empty_fps, _ = _bounded_run_fps(tmp / "empty", backend_url, frames)
-    _fill_journal(tmp / "backlog", backlog)
-    backlog_fps, left = _bounded_run_fps(tmp / "backlog", backend_url, frames)
+def bench_backlog(frames: int, backlog: int, tmp: Path, backend_url: str,
+                  rounds: int = 3) -> list[BenchResult]:
+    """Best fps of each kind over alternating rounds, so a busy moment hits both alike."""
+    empty_fps = backlog_fps = 0.0
+    delivered = []
+    for n in range(rounds):
+        empty_fps = max(empty_fps, _bounded_run_fps(tmp / f"empty-{n}", backend_url, frames)[0])
+        _fill_journal(tmp / f"backlog-{n}", backlog)
+        fps, left = _bounded_run_fps(tmp / f"backlog-{n}", backend_url, frames)
+        backlog_fps = max(backlog_fps, fps)
+        delivered.append(backlog - left)
     return [BenchResult(
         f"detection fps while {backlog:,} events drain", backlog_fps, "fps", baseline=empty_fps,
         baseline_label="empty journal", goal=f">= {FPS_GOAL:.2f}",
         ok=backlog_fps / empty_fps >= FPS_GOAL if empty_fps else None,
-        note=f"{backlog - left:,} of {backlog:,} delivered during {frames} frames")]
+        note=f"best of {rounds} alternating rounds; {min(delivered):,} to {max(delivered):,} "
+             f"of {backlog:,} delivered during {frames} frames")]
 
 
 def run(quick: bool = False) -> list[BenchResult]:
@@ -164,7 +172,7 @@ def run(quick: bool = False) -> list[BenchResult]:
         try:
             results = bench_memory(frames, tmp, server.url)
             results += bench_backlog(300 if quick else 2000, 2000 if quick else 10_000, tmp,
-                                     server.url)
+                                     server.url, rounds=1 if quick else 3)
         finally:
             server.close()
     return results
