@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.commands.common import config_from_args
     from agent.logs import configure_logging
 
-    configure_logging("info", "auto", journal_stream=os.environ.get("JOURNAL_STREAM"))
+    chosen = configure_logging("info", "auto", journal_stream=os.environ.get("JOURNAL_STREAM"))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -73,11 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     try:
         config = config_from_args(args)
-        configure_logging(config.log.level, config.log.format,
-                          journal_stream=os.environ.get("JOURNAL_STREAM"))
+        chosen = configure_logging(config.log.level, config.log.format,
+                                   journal_stream=os.environ.get("JOURNAL_STREAM"))
         return int(args._module.run(args, config))
     except AgentError as exc:
-        print(f"basketagent: error: {exc}", file=sys.stderr)
+        # Under journald the last word gets error priority, so `journalctl -p err` shows it.
+        priority = "<3>" if chosen == "journal" else ""
+        print(f"{priority}basketagent: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_OK

@@ -46,11 +46,12 @@ _FIXED = ("event", "level", "logger", "timestamp", "exception")
 
 
 def configure_logging(level: str, fmt: str, *, journal_stream: str | None = None,
-                      stream: TextIO | None = None) -> None:
+                      stream: TextIO | None = None) -> str:
     """Send every log record to ``stream`` (default stderr) at ``level`` in format ``fmt``.
 
     May be called again (the CLI configures defaults first, then the config's
-    choice); each call replaces the previous setup.
+    choice); each call replaces the previous setup. Returns the format chosen
+    (what ``auto`` resolved to), so the CLI can print its last line to match.
     """
     threshold = LEVELS.get(level.lower()) if isinstance(level, str) else None
     if threshold is None:
@@ -92,6 +93,7 @@ def configure_logging(level: str, fmt: str, *, journal_stream: str | None = None
         # Not cached: a logger used before the second configure call must follow it.
         cache_logger_on_first_use=False,
     )
+    return chosen
 
 
 def resolve_format(fmt: str, stream: Any, journal_stream: str | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,16 @@ def test_bad_backend_flag_is_exit_2(tmp_path: Path) -> None:
     result = run_cli("status", "--state-dir", str(tmp_path), "--backend", "localhost:3000")
     assert result.returncode == 2
     assert "is not a usable base URL (not an http(s) URL)" in result.stderr
+
+
+def test_the_fatal_line_has_error_priority_under_journald(tmp_path: Path) -> None:
+    out_path = tmp_path / "stderr.log"
+    with out_path.open("w") as out:
+        st = os.fstat(out.fileno())
+        env = {"PATH": "/usr/bin:/bin", "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        result = subprocess.run([sys.executable, "-m", "agent", "status", "--state-dir",
+                                 str(tmp_path), "--backend", "localhost:3000"],
+                                stdout=out, stderr=out, env=env, timeout=60, check=False)
+    assert result.returncode == 2
+    lines = out_path.read_text().splitlines()
+    assert lines[-1].startswith("<3>basketagent: error: backend.url = 'localhost:3000'")
