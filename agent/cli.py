@@ -34,7 +34,7 @@ COMMANDS: dict[str, str] = {
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad arguments in one line with exit code 2."""
 
-    def error(self, message: str) -> "typing.NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[name-defined]  # noqa: F821
         self.exit(EXIT_BAD_INPUT, f"basketagent: error: {message} (see '{self.prog} --help')\n")
 
 

@@ -29,6 +29,7 @@ UNJOURNALED_MAX = 1000
 # STATUS= is refreshed every STATUS_INTERVAL_S for the fps, and sooner (checked every
 # STATUS_CHECK_S) when delivery's state changes, e.g. a pairing code to show.
 STATUS_INTERVAL_S = 5.0
+RECENT_EVENTS = 100
 STATUS_CHECK_S = 0.5
 
 
@@ -68,7 +69,8 @@ class LoopStats:
     started: float = 0.0
     last_frame: float = 0.0
     fps: float = 0.0
-    events_log: list[ProductEvent] = field(default_factory=list)
+    # The most recent journaled events, bounded: a service runs for months.
+    events_log: deque[ProductEvent] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
 
 
 class FrameLoop:

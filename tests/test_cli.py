@@ -14,8 +14,8 @@ from agent.cli import COMMANDS, build_parser, main
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
+                          text=True, check=False, timeout=60, env=env)
 
 
 def test_every_registered_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:

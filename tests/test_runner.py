@@ -411,3 +411,12 @@ def test_the_view_on_disk_never_holds_a_rise_whose_event_is_not_journaled(
     check()
     assert stats.events == 3 and len(rig.pending_ids()) == 2
     assert excess == []
+
+
+def test_the_recent_events_kept_for_callers_are_bounded() -> None:
+    from collections import deque
+
+    from agent.runner import RECENT_EVENTS, LoopStats
+
+    stats = LoopStats()
+    assert isinstance(stats.events_log, deque) and stats.events_log.maxlen == RECENT_EVENTS
