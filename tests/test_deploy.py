@@ -149,6 +149,58 @@ def test_unit_allows_camera_and_coral_by_device_class() -> None:
     assert "MemoryDenyWriteExecute" not in keys
 
 
+def syscall_group(name: str, cache: dict[str, set[str]]) -> set[str]:
+    """The system calls of a @group, nested groups expanded, as systemd lists them."""
+    if name not in cache:
+        tool = need("systemd-analyze")
+        result = subprocess.run([tool, "syscall-filter", name], capture_output=True, text=True,
+                                timeout=TIMEOUT, check=True)
+        members = [line.strip() for line in result.stdout.splitlines()[1:]]
+        cache[name] = set()
+        for member in members:
+            if not member or member.startswith("#"):
+                continue
+            cache[name] |= syscall_group(member, cache) if member.startswith("@") else {member}
+    return cache[name]
+
+
+def allowed_syscalls(unit: Path) -> set[str]:
+    """The calls the unit's SystemCallFilter= lines allow, applied in order as systemd does.
+
+    The first line is an allow list here; a later "~" line takes calls out of it and a
+    later plain line puts calls back (for a call named in both, the last line wins).
+    """
+    cache: dict[str, set[str]] = {}
+    lines = values(unit, "Service", "SystemCallFilter")
+    assert lines and not lines[0].startswith("~"), lines
+    allowed: set[str] = set()
+    for line in lines:
+        deny = line.startswith("~")
+        calls: set[str] = set()
+        for name in line.lstrip("~").split():
+            name = name.partition(":")[0]
+            calls |= syscall_group(name, cache) if name.startswith("@") else {name}
+        allowed = allowed - calls if deny else allowed | calls
+    return allowed
+
+
+def test_unit_allows_setpriority_for_the_sender_thread() -> None:
+    # The sender thread raises its own nice value (agent/delivery/sender.py); the
+    # rest of @resources and all of @privileged stay denied.
+    allowed = allowed_syscalls(UNIT)
+    assert "setpriority" in allowed
+    assert {"getpriority", "read", "write"} <= allowed
+    assert not {"sched_setaffinity", "setrlimit", "sched_setscheduler", "reboot", "setuid",
+                "mount"} & allowed
+
+
+def test_unit_without_the_setpriority_line_denies_it(tmp_path: Path) -> None:
+    unit = tmp_path / UNIT.name
+    unit.write_text(re.sub(r"(?m)^SystemCallFilter=setpriority\n", "", UNIT.read_text()))
+    assert unit.read_text() != UNIT.read_text()
+    assert "setpriority" not in allowed_syscalls(unit)
+
+
 def test_firstboot_unit_runs_before_the_agent_only_with_a_boot_file() -> None:
     assert "basketagent.service" in values(FIRSTBOOT_UNIT, "Unit", "Before")
     conditions = values(FIRSTBOOT_UNIT, "Unit", "ConditionPathExists")
