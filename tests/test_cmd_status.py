@@ -121,3 +121,17 @@ def test_status_json_as_a_real_process(tmp_path: Path) -> None:
     data = json.loads(result.stdout)  # the whole stdout is one JSON object
     assert isinstance(data, dict) and data["breaker"] == "unknown"
     assert "Traceback" not in result.stderr
+
+
+def test_status_never_shows_the_backend_password(tmp_path: Path, backend: ReferenceBackend,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    up = backend.url.replace("http://", "http://ann:s3cret@")
+    down = f"http://ann:s3cret@127.0.0.1:{free_port()}"
+    for url, plain in ((up, backend.url), (down, down.replace("ann:s3cret@", ""))):
+        data = status_json(tmp_path / "state", url, capsys)
+        assert data["backendUrl"] == plain
+        assert main(["status", "--state-dir", str(tmp_path / "state"), "--backend", url]) == 0
+        captured = capsys.readouterr()
+        assert f"backend:      {plain} " in captured.out
+        assert "s3cret" not in json.dumps(data) + captured.out + captured.err
+    assert data["lastError"] == f"backend at {plain} not answering"

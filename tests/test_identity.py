@@ -19,6 +19,7 @@ from agent.delivery.identity import (
     Identity,
     IdentityDamaged,
     IdentityStore,
+    redact_url,
     same_backend,
 )
 from agent.errors import OperationalError
@@ -216,3 +217,21 @@ def test_with_paired_returns_a_changed_copy() -> None:
     identity = make_identity()
     assert identity.with_paired().paired is True
     assert identity.paired is False
+
+
+def test_another_backend_is_logged_without_its_password(tmp_path: Path) -> None:
+    IdentityStore(tmp_path).save(make_identity(backend_url="http://ann:0ld-s3cret@basket.example:3000"))
+    with capture_logs() as logs:
+        store = IdentityStore(tmp_path, backend_url="http://ann:s3cret@other.example:3000/api")
+        assert store.load() is None
+    [entry] = logs
+    assert entry["log_level"] == "warning"
+    assert entry["stored_backend"] == "http://basket.example:3000"
+    assert entry["backend"] == "http://other.example:3000/api"
+    assert "s3cret" not in repr(logs)
+
+
+def test_redact_url_drops_user_and_password_only() -> None:
+    assert redact_url("http://user:s3cret@host:3000/x?q=1") == "http://host:3000/x?q=1"
+    assert redact_url("https://user@host/") == "https://host/"
+    assert redact_url("https://host/") == "https://host/"

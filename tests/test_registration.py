@@ -136,3 +136,22 @@ def test_an_identity_of_another_backend_is_not_reused(tmp_path: Path,
         assert reg.ensure(0.0) and reg.identity.device_id != "old-device"
     assert store.load().backend_url == backend.url
     assert any("another backend" in entry["event"] for entry in logs)
+
+
+def test_another_backend_is_logged_without_either_password(tmp_path: Path,
+                                                           backend: ReferenceBackend) -> None:
+    state = tmp_path / "state"
+    store = IdentityStore(state)
+    store.save(Identity("old-device", "1111", "http://ann:0ld-s3cret@basket.example:3000",
+                        "2026-12-01T10:00:00.000Z"))
+    secret_url = backend.url.replace("http://", "http://ann:s3cret@")
+    config = make_config(state, secret_url)
+    with capture_logs() as logs:
+        reg, client = registrar(config, store)
+    with client:
+        assert reg.identity is None
+    [entry] = [entry for entry in logs if "another backend" in entry["event"]]
+    assert entry["log_level"] == "warning"
+    assert entry["stored_backend"] == "http://basket.example:3000"
+    assert entry["backend"] == backend.url
+    assert "s3cret" not in repr(logs)

@@ -116,14 +116,14 @@ def check_camera(config: Config) -> Check:
 
 
 def check_backend(config: Config) -> Check:
-    from agent.delivery.client import BackendClient
+    from agent.delivery.client import BackendClient, redact_url
 
     client = BackendClient(config.backend, config.delivery)
     try:
         up = client.health()
     finally:
         client.close()
-    url = config.backend.url.rstrip("/") + config.backend.health_path
+    url = redact_url(config.backend.url.rstrip("/") + config.backend.health_path)
     if up:
         return Check("backend", OK, f"{url} answers")
     return Check("backend", FAIL, f"{url} does not answer (check backend.url and the network; "

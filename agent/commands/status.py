@@ -42,7 +42,7 @@ def _probe(config: Config) -> bool:
 
 def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Everything `status` shows, as one JSON-ready dict."""
-    from agent.delivery.identity import IdentityDamaged, IdentityStore
+    from agent.delivery.identity import IdentityDamaged, IdentityStore, redact_url
     from agent.delivery.journal import Journal
     from agent.delivery.live_status import live_status_path, read_live_status
 
@@ -60,6 +60,8 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
         journal.close()
     detector = read_live_status(config.state_dir / DETECTOR_STATUS_FILE)
     live = read_live_status(live_status_path(config.state_dir))
+    # A user:password in backend.url is never shown.
+    url = redact_url(config.backend.url)
     if live is not None:
         service = "running"
         breaker = str(live.get("breaker", "unknown"))
@@ -70,7 +72,7 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
         service = "stopped"
         backend_up = probe(config)
         breaker = "closed" if backend_up else "unknown"
-        last_error = "" if backend_up else f"backend at {config.backend.url} not answering"
+        last_error = "" if backend_up else f"backend at {url} not answering"
         blocked = ""
     return {
         "deviceId": identity.device_id if identity else None,
@@ -80,7 +82,7 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
         "accelerator": None if detector is None else {
             "device": detector.get("device"), "model": detector.get("model"),
             "fallbackReason": detector.get("fallbackReason") or ""},
-        "backendUrl": config.backend.url,
+        "backendUrl": url,
         "service": service,
         "breaker": breaker,
         "backendUp": backend_up,

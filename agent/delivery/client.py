@@ -36,7 +36,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Self
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import structlog
@@ -46,6 +45,7 @@ from agent.basket.event import ROUTE_BASKET, ROUTE_PENDING, ProductEvent
 from agent.config import BackendConfig, DeliveryConfig
 from agent.delivery.breaker import CircuitOpen, MonotonicBreaker
 from agent.delivery.identity import Identity
+from agent.delivery.identity import redact_url as redact_url  # callers of the client use it
 
 log = structlog.get_logger(__name__)
 
@@ -129,15 +129,6 @@ def event_payload(event: ProductEvent, device_id: str) -> dict[str, Any]:
     if event.route == ROUTE_PENDING:
         payload["name"] = event.name
     return payload
-
-
-def redact_url(url: str) -> str:
-    """The URL without any user:password part, fit for logs and messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def parse_retry_after(value: str | None, now_wall: float) -> float | None:

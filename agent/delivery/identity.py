@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
@@ -75,6 +76,15 @@ class IdentityDamaged(OperationalError):
     """The identity file is damaged; raised only by a read-only load, which leaves it in place."""
 
 
+def redact_url(url: str) -> str:
+    """The URL without any user:password part, fit for logs and messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
 def same_backend(a: str, b: str) -> bool:
     """URLs that differ only by a trailing slash name the same backend."""
     return a.rstrip("/") == b.rstrip("/")
@@ -118,7 +128,8 @@ class IdentityStore:
             return None
         if self.backend_url is not None and not same_backend(identity.backend_url, self.backend_url):
             log.warning("stored identity is for another backend; registering again",
-                        stored_backend=identity.backend_url, backend=self.backend_url,
+                        stored_backend=redact_url(identity.backend_url),
+                        backend=redact_url(self.backend_url),
                         device_id=identity.device_id)
             return None
         return identity

@@ -21,7 +21,7 @@ from agent.clock import utc_iso
 from agent.config import Config
 from agent.delivery.backoff import Attempt, Backoff
 from agent.delivery.client import REFUSED, BackendClient
-from agent.delivery.identity import Identity, same_backend
+from agent.delivery.identity import Identity, redact_url, same_backend
 from agent.errors import OperationalError
 
 log = structlog.get_logger(__name__)
@@ -56,7 +56,8 @@ class Registrar:
         if self.identity is not None and not same_backend(self.identity.backend_url,
                                                           config.backend.url):
             log.warning("stored identity belongs to another backend; registering again",
-                        stored_backend=self.identity.backend_url, backend=config.backend.url)
+                        stored_backend=redact_url(self.identity.backend_url),
+                        backend=redact_url(config.backend.url))
             self.identity = None
         if self.identity is not None:
             log.info("reusing stored identity", device_id=self.identity.device_id,
