@@ -179,6 +179,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
 
 
+_TYPE_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _key_types(section_cls: type) -> dict[str, type]:
     return dict(typing.get_type_hints(section_cls))
 
@@ -201,8 +204,9 @@ def _coerce(key: str, value: Any, want: type, origin: str) -> Any:
                 return float(text)
         except ValueError:
             raise ConfigError(
-                f"{origin_label(key, origin)}: {value!r} is not a valid {want.__name__}",
-                fix=f"set it to a {want.__name__}",
+                f"{origin_label(key, origin)}: {value!r} is not "
+                f"{_TYPE_NAMES.get(want, want.__name__)}",
+                fix=f"set it to {_TYPE_NAMES.get(want, want.__name__)}",
             ) from None
         return value
     if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -213,7 +217,7 @@ def _coerce(key: str, value: Any, want: type, origin: str) -> Any:
         return value
     raise ConfigError(
         f"{origin_label(key, origin)}: expected {want.__name__}, got {type(value).__name__} {value!r}",
-        fix=f"set it to a {want.__name__}",
+        fix=f"set it to {_TYPE_NAMES.get(want, want.__name__)}",
     )
 
 
@@ -301,10 +305,9 @@ def _apply(
         for key, value in table.items():
             dotted = f"{section}.{key}"
             if key not in types:
-                raise ConfigError(
-                    f"unknown config key {dotted}",
-                    fix=f"known keys in [{section}]: " + ", ".join(types),
-                )
+                what = (f"unknown environment variable {origin_label(dotted, origin)}"
+                        if origin == "env" else f"unknown config key {dotted}")
+                raise ConfigError(what, fix=f"known keys in [{section}]: " + ", ".join(types))
             coerced = _coerce(dotted, value, types[key], origin)
             _validate_value(dotted, coerced, origin)
             values.setdefault(section, {})[key] = coerced
