@@ -7,13 +7,16 @@ Real backend on loopback, real journal, stepped clock.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sender_support import (
     BASKET,
+    REGISTER,
     Rig,
     basket_event,
     calls,
+    free_port,
     stored_ids,
 )
 
@@ -99,3 +102,31 @@ def test_other_4xx_goes_to_dead_letters_then_requeue_delivers_it(
     rig.step()
     assert stored_ids(backend.basket_items()) == [after.event_id, refused.event_id]
     assert rig.journal.dead_letters() == []
+
+
+def test_status_line_says_backend_down_while_registration_is_refused_a_connection(
+        tmp_path: Path, make_rig: Callable[..., Rig]) -> None:
+    port = free_port()
+    rig = make_rig(f"http://127.0.0.1:{port}", breaker_fail_max=100, backoff_initial_s=0.01,
+                   register_backoff_max_s=0.02)
+    rig.append(basket_event())
+    due = rig.step()
+    line = rig.sender.status_line()
+    assert "not registered" in line and "backend down" in line and "backend ok" not in line
+    assert rig.client.breaker_state == "closed"
+    with ReferenceBackend(db_path=tmp_path / "b.sqlite3", port=port):
+        rig.step_at(due)
+        line = rig.sender.status_line()
+    assert rig.pending_ids() == []
+    assert "not paired, code" in line and line.endswith("backend ok")
+
+
+def test_status_line_says_a_registration_was_refused(
+        backend: ReferenceBackend, make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend.url)
+    backend.inject(REGISTER, 403)
+    rig.append(basket_event())
+    rig.step()
+    line = rig.sender.status_line()
+    assert line == ("journal 1 pending; not registered; registration refused: HTTP 403, "
+                    "check backend.register_path")

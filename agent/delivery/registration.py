@@ -50,6 +50,10 @@ class Registrar:
         self._attempt = Attempt()
         self._remind_at = 0.0
         self.last_error = ""
+        # How the last registration attempt failed: "" (it did not), "down" (no answer,
+        # 5xx, breaker open), "refused" (a 4xx: the backend will not register us).
+        self.failure = ""
+        self.failure_status: int | None = None
         # Counts registrations made by this process (a stored identity is not one).
         self.registrations = 0
         self.identity: Identity | None = store.load()
@@ -105,6 +109,8 @@ class Registrar:
             self._attempt = self._attempt.failed(now, self._backoff, self._rng,
                                                  outcome.retry_after_s)
             self.last_error = f"registration failed: {outcome.error or outcome.kind.value}"
+            self.failure = "refused" if outcome.kind is REFUSED else "down"
+            self.failure_status = outcome.status
             level = log.error if outcome.kind is REFUSED else log.warning
             level("registration failed; will retry", error=outcome.error, status=outcome.status,
                   path=self._config.backend.register_path, attempt=self._attempt.failures,
@@ -114,6 +120,7 @@ class Registrar:
         self.registrations += 1
         self._attempt = Attempt()
         self.last_error = ""
+        self.failure = ""
         self._save()
         self._announce(now)
         return True

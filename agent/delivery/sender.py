@@ -377,9 +377,16 @@ class Sender:
             parts.append("paired")
         else:
             parts.append(f"not paired, code {identity.code}")
+        failure = self._registrar.failure if identity is None else ""
+        if failure == "refused":
+            parts.append(f"registration refused: HTTP {self._registrar.failure_status}, "
+                         f"check backend.register_path")
         breaker = self._client.breaker_state
         if breaker != "closed":
             parts.append(f"breaker {breaker}")
+        elif failure == "refused":
+            pass  # the backend answered: it is up, and the line above says what it said
         else:
-            parts.append("backend down" if self._backend_down else "backend ok")
+            down = self._backend_down or failure == "down"
+            parts.append("backend down" if down else "backend ok")
         return "; ".join(parts)
