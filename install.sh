@@ -155,7 +155,13 @@ remove_path() {
 
 # --- the files every mode installs ---------------------------------------------
 
-# DEST is "" on the live system.
+# The user's sysusers.d entry; separate from install_files because a system install
+# needs the user (and its group) before agent.toml is installed with that group.
+install_users_file() {
+    install_file "$SRC/deploy/sysusers.d/basketagent.conf" "$DEST/etc/sysusers.d/basketagent.conf" 644 "" users
+}
+
+# Everything else; DEST is "" on the live system.
 install_files() {
     local owner_conf=""
     [ -n "$DEST" ] || owner_conf=root:basketagent
@@ -165,7 +171,6 @@ install_files() {
     install_file "$SRC/deploy/firstboot.sh" "$DEST/usr/local/libexec/basketagent-firstboot" 755 "" units
     install_file "$SRC/deploy/udev/99-basketagent-coral.rules" \
         "$DEST/etc/udev/rules.d/99-basketagent-coral.rules" 644 "" udev
-    install_file "$SRC/deploy/sysusers.d/basketagent.conf" "$DEST/etc/sysusers.d/basketagent.conf" 644 "" users
     install_file "$SRC/deploy/tmpfiles.d/basketagent.conf" "$DEST/etc/tmpfiles.d/basketagent.conf" 644 "" dirs
     install_link "$VENV/bin/basketagent" "$DEST/usr/local/bin/basketagent"
     install_dir "$DEST/etc/basketagent" 755
@@ -354,6 +359,7 @@ install_venv() {
 
 do_destdir() {
     say "installing the files under $DEST"
+    install_users_file
     install_files
     if ((WANT_VENV)); then
         local python=${BASKETAGENT_PYTHON:-python3}
@@ -382,7 +388,7 @@ do_system() {
     check_python "$python"
     install_packages
     # The user first: agent.toml is installed with its group.
-    install_file "$SRC/deploy/sysusers.d/basketagent.conf" /etc/sysusers.d/basketagent.conf 644 "" users
+    install_users_file
     if ((${CHANGED[users]:-0})) || ! getent passwd basketagent >/dev/null; then
         run systemd-sysusers /etc/sysusers.d/basketagent.conf
     fi

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -168,6 +169,13 @@ def test_dry_run_creates_nothing(tmp_path: Path) -> None:
     result = ok(install("--dry-run", "--destdir", str(root)))
     assert not root.exists()
     assert f"would run: install -D -m 644 -- {REPO}/basketagent.service" in result.stdout
+    assert "etc/sysusers.d/basketagent.conf" in result.stdout
+    assert_each_file_installed_once(result.stdout)
+
+
+def assert_each_file_installed_once(out: str) -> None:
+    installed = re.findall(r"(?m)^install\.sh: installing (\S+)$", out)
+    assert len(installed) == len(set(installed)), installed
 
 
 def test_dry_run_over_an_install_changes_nothing(tmp_path: Path) -> None:
@@ -337,6 +345,7 @@ def test_system_dry_run_prints_the_plan_and_changes_nothing() -> None:
     assert "--constraint /opt/basketagent/constraints.txt" in out
     assert "systemctl enable basketagent.service" in out
     assert "journalctl -u basketagent | grep -i pairing" in out
+    assert_each_file_installed_once(out)
 
 
 def test_system_dry_run_without_coral_skips_its_repository() -> None:
