@@ -76,9 +76,18 @@ class NotifyListener:
         return False
 
     def close(self) -> list[str]:
-        time.sleep(0.2)  # let the reader take what is queued
+        """Stop reading, then take what the kernel still holds for us (once)."""
+        if self._stop.is_set():
+            return self.lines()
         self._stop.set()
         self._thread.join(timeout=2)
+        self.sock.setblocking(False)
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                break
+            self._lines += data.decode().splitlines()
         self.sock.close()
         return self.lines()
 
@@ -146,14 +155,18 @@ def test_notify_ready_watchdog_stopping_in_order(
         notify: NotifyListener) -> None:
     path = notify.path
     env = agent_env(NOTIFY_SOCKET=path, WATCHDOG_USEC="200000")
+    started = time.monotonic()
     result = run_agent_cli("run", "--camera", "synthetic:2", "--device", "cpu", "--max-frames",
                            "200", "--state-dir", str(tmp_path / "s"), "--backend", backend.url,
                            env=env)
+    took = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     messages = notify.close()
     kinds = [m.split("=", 1)[0] for m in messages]
     assert kinds.index("READY") < kinds.index("WATCHDOG") < kinds.index("STOPPING")
     assert kinds[-1] == "STOPPING"
+    # Pinged at most every WATCHDOG_USEC / 2 (0.1 s), not once per frame (200 frames).
+    assert 1 <= kinds.count("WATCHDOG") <= took / 0.1 + 1
     assert any(m.startswith("STATUS=") and "fps" in m for m in messages)
 
 
