@@ -1,16 +1,20 @@
 """Train the bundled demo detector on rendered baskets and export it for the agent.
 
-    /work/venv-train/bin/python models/train_demo.py            # train, resume if cut off
-    /work/venv-train/bin/python models/train_demo.py --steps 0  # export an untrained model
+    python models/train_demo.py            # train (resumes a run cut off), then export
+    python models/train_demo.py --steps 0  # export an untrained model
 
-TensorFlow is needed only here (``pip install .[train]`` or a separate venv).
+TensorFlow is needed only here: run it from a separate venv made with
+``pip install '.[train]'`` in the checkout.
 The result, models/demo_ssd_int8.tflite, is a small SSD: a MobileNet-like
 depthwise-separable backbone at 160x160, three feature levels (20x20, 10x10,
 5x5) with six anchors per cell, fully int8-quantized with a uint8 input, and
 TFLite_Detection_PostProcess at the end with its outputs in Coral's TF1 order
 (boxes, classes, scores, count). BatchNorm is folded into the convolutions
 before export. Training is seeded and checkpointed every few hundred steps; a
-run that is stopped resumes from the last checkpoint.
+run that is stopped resumes from the last checkpoint. A run that stops at its
+``--minutes`` budget before ``--steps`` exports nothing (``--out``, by default the
+bundled model, is left as it is) and exits 1; the same command again resumes, and
+the run that reaches ``--steps`` exports.
 """
 
 from __future__ import annotations
@@ -269,7 +273,8 @@ def loss_fn(targets: tf.Tensor, box_pred: tf.Tensor, logits: tf.Tensor) -> tuple
     return cls_loss + box_loss, cls_loss, box_loss
 
 
-def train(args: argparse.Namespace) -> tf.keras.Model:
+def train(args: argparse.Namespace) -> tuple[tf.keras.Model, bool]:
+    """The model, and whether it reached ``args.steps`` (False: stopped at ``args.minutes``)."""
     model = build()
     print(f"parameters: {model.count_params():,}", flush=True)
     optimizer = tf.keras.optimizers.Adam(StagedCosine())
@@ -280,7 +285,7 @@ def train(args: argparse.Namespace) -> tf.keras.Model:
         ckpt.restore(manager.latest_checkpoint)
         print(f"resumed at step {int(step)} from {manager.latest_checkpoint}", flush=True)
     if int(step) >= args.steps:
-        return model
+        return model, True
 
     @tf.function(reduce_retracing=True)
     def train_step(images, targets):
@@ -318,12 +323,16 @@ def train(args: argparse.Namespace) -> tf.keras.Model:
             )
         if s % args.checkpoint_every == 0:
             manager.save()
-        if time.monotonic() > deadline:
+        if s < args.steps and time.monotonic() > deadline:
             manager.save()
-            print(f"time budget of {args.minutes} min reached at step {s}; run again to resume")
-            break
+            print(
+                f"time budget of {args.minutes} min reached at step {s}/{args.steps}; "
+                f"checkpoint in {args.checkpoints}; nothing exported: run again to resume",
+                flush=True,
+            )
+            return model, False
     manager.save()
-    return model
+    return model, True
 
 
 # --- export ------------------------------------------------------------------------------
@@ -402,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps == 0:
         model = build()
     else:
-        model = train(args)
+        model, done = train(args)
+        if not done:
+            return 1
     export(model, args.out, args.calibration, args.score_logit)
     return 0
 
