@@ -115,3 +115,18 @@ def test_flush_names_a_config_fault(tmp_path: Path, backend: ReferenceBackend,
                           "refuses POST /api/baskets even for a freshly registered device: "
                           "check backend.basket_path and backend.url (HTTP 404")
     assert pending_count(state) == 1
+
+
+def test_flush_gives_up_on_a_backend_that_never_answers_within_its_timeout(
+        tmp_path: Path, backend: ReferenceBackend, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    journal_events(state, basket_event())
+    config = tmp_path / "agent.toml"
+    # Timeouts far beyond --timeout: only the flush deadline can end the stalled call early.
+    config.write_text("[backend]\nconnect_timeout_s = 60.0\nread_timeout_s = 60.0\n")
+    backend.inject("/api/basket", delay_s=50.0, passthrough=True)  # stored, answered too late
+    assert main(["flush", "--config", str(config), "--state-dir", str(state),
+                 "--backend", backend.url, "--timeout", "0.5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("basketagent: error: 1 event still journaled: backend down")
+    assert pending_count(state) == 1

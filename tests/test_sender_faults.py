@@ -130,3 +130,42 @@ def test_status_line_says_a_registration_was_refused(
     line = rig.sender.status_line()
     assert line == ("journal 1 pending; not registered; registration refused: HTTP 403, "
                     "check backend.register_path")
+
+
+# A stalled answer: the backend stores the event but answers only after STALL_S, well inside
+# the client's own read timeout. Were a drain's calls not capped by its deadline, the answer
+# would arrive and the event be delivered; capped, the call times out and the event stays.
+STALL_S = 50.0
+SLOW_BACKEND = {"connect_timeout_s": 60.0, "read_timeout_s": 60.0}
+
+
+def test_a_drain_caps_each_call_by_the_time_it_has_left(
+        backend: ReferenceBackend, make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend.url, backend=SLOW_BACKEND)
+    rig.append(basket_event())
+    backend.inject(BASKET, delay_s=STALL_S, passthrough=True)
+    assert rig.sender.drain(0.3) is False
+    assert rig.pending_ids() != []
+    assert "read timed out" in rig.sender.status().last_error
+    assert calls(backend, BASKET) == 1
+
+
+def test_a_drain_caps_a_registration_by_the_time_it_has_left(
+        backend: ReferenceBackend, make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend.url, backend=SLOW_BACKEND)
+    rig.append(basket_event())
+    backend.inject(REGISTER, delay_s=STALL_S, passthrough=True)
+    assert rig.sender.drain(0.3) is False
+    assert rig.sender.status().device_id is None
+    assert "read timed out" in rig.sender.status().last_error
+
+
+def test_a_drain_with_no_time_left_starts_no_call(
+        backend: ReferenceBackend, make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend.url)
+    rig.append(basket_event())
+    assert rig.sender.drain(0.0) is False
+    assert backend.calls == []
+    assert rig.sender.status().last_error == ""  # running out of time is no backend failure
+    rig.step()  # outside a drain nothing is capped
+    assert rig.pending_ids() == []

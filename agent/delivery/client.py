@@ -16,7 +16,9 @@ and its Location named, so the event stays journaled until the URL is fixed.
 
 Each call is bounded: connect and read timeouts from ``backend``, and the
 body is read only up to MAX_BODY_BYTES and until connect + read timeout has
-passed since the call began (then at most one more read timeout).
+passed since the call began (then at most one more read timeout). A caller
+with a deadline of its own (``flush --timeout``) passes ``timeout_s``: both
+timeouts are then capped by it.
 
 Nothing here raises for an answer: the caller (the sender) decides from the
 ``Outcome``. The request body and headers are never logged.
@@ -55,6 +57,8 @@ MAX_BODY_BYTES = 64 * 1024
 # A Retry-After further out than this is taken as this: a backend's typo must not
 # silence a device for months.
 RETRY_AFTER_MAX_S = 24 * 3600.0
+# A capped timeout is never below this (requests refuses 0; a tiny one only wastes the call).
+MIN_TIMEOUT_S = 0.01
 _CODE = re.compile(r"^[0-9]{4}$")
 _UNKNOWN_DEVICE = frozenset({401, 403, 404, 410})
 
@@ -263,7 +267,8 @@ class BackendClient:
             return self.config.pending_path
         raise ValueError(f"unknown route {route!r}")
 
-    def register(self, agent_version: str = __version__) -> Registration:
+    def register(self, agent_version: str = __version__, *,
+                 timeout_s: float | None = None) -> Registration:
         found: dict[str, str] = {}
 
         def check(answer: _Answer) -> None:
@@ -280,14 +285,17 @@ class BackendClient:
             found["code"] = data["code"]
 
         outcome = self._call(self.config.register_path, {"agentVersion": agent_version}, {},
-                             check, route=None)
+                             check, route=None, timeout_s=timeout_s)
         if not outcome.delivered:
             return Registration(outcome)
         return Registration(outcome, found["device_id"], found["code"])
 
-    def send(self, route: str, payload: dict[str, Any], idempotency_key: str) -> Outcome:
+    def send(self, route: str, payload: dict[str, Any], idempotency_key: str, *,
+             timeout_s: float | None = None) -> Outcome:
+        """One POST of an event; ``timeout_s`` caps the connect and read timeouts."""
         path = self.path_for(route)
-        return self._call(path, payload, {"Idempotency-Key": idempotency_key}, None, route=route)
+        return self._call(path, payload, {"Idempotency-Key": idempotency_key}, None, route=route,
+                          timeout_s=timeout_s)
 
     def health(self) -> bool:
         """One GET of the health path, outside the breaker (a probe, not traffic)."""
@@ -309,22 +317,27 @@ class BackendClient:
         self.close()
 
     def _exchange(self, method: str, url: str, body: dict[str, Any] | None,
-                  headers: dict[str, str]) -> _Answer:
+                  headers: dict[str, str], timeout_s: float | None = None) -> _Answer:
         """One request; raises requests.RequestException when no whole answer came."""
+        timeout = self._timeout
+        if timeout_s is not None:
+            cap = max(MIN_TIMEOUT_S, timeout_s)
+            timeout = (min(timeout[0], cap), min(timeout[1], cap))
         # The network deadline is real time whatever clock the breaker runs on.
-        deadline = time.monotonic() + self._timeout[0] + self._timeout[1]
+        deadline = time.monotonic() + timeout[0] + timeout[1]
         response = self.session.request(method, url, json=body,
                                         headers={**self._headers, **headers},
-                                        timeout=self._timeout, allow_redirects=False, stream=True)
+                                        timeout=timeout, allow_redirects=False, stream=True)
         return _read_answer(response, deadline)
 
     def _call(self, path: str, body: dict[str, Any], headers: dict[str, str],
-              check: Callable[[_Answer], None] | None, *, route: str | None) -> Outcome:
+              check: Callable[[_Answer], None] | None, *, route: str | None,
+              timeout_s: float | None = None) -> Outcome:
         url = self.base_url + path
 
         def attempt() -> _Answer:
             try:
-                answer = self._exchange("POST", url, body, headers)
+                answer = self._exchange("POST", url, body, headers, timeout_s)
             except requests.RequestException as exc:
                 raise _Transient(None, None, "", _describe(exc)) from exc
             status = answer.status

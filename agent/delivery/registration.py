@@ -39,12 +39,15 @@ class Registrar:
     """Holds the current identity and registers a new one when due or told to."""
 
     def __init__(self, client: BackendClient, store: IdentityStoreLike, config: Config, *,
-                 rng: random.Random, wall_clock: Callable[[], float] = time.time) -> None:
+                 rng: random.Random, wall_clock: Callable[[], float] = time.time,
+                 budget: Callable[[], float | None] = lambda: None) -> None:
         self._client = client
         self._store = store
         self._config = config
         self._rng = rng
         self._wall_clock = wall_clock
+        # Seconds a register call may take now (None: the client's own timeouts).
+        self._budget = budget
         self._backoff = Backoff(config.delivery.backoff_initial_s,
                                 config.delivery.register_backoff_max_s)
         self._attempt = Attempt()
@@ -103,7 +106,10 @@ class Registrar:
             return True
         if not self._attempt.due(now):
             return False
-        result = self._client.register(__version__)
+        budget = self._budget()
+        if budget is not None and budget <= 0:
+            return False  # no time left for a call; not a failure
+        result = self._client.register(__version__, timeout_s=budget)
         if not result.ok:
             outcome = result.outcome
             self._attempt = self._attempt.failed(now, self._backoff, self._rng,

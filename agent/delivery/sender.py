@@ -103,7 +103,10 @@ class Sender:
         self._rng = rng or random.Random()
         self._wait = wait or _event_wait
         self._backoff = Backoff(config.delivery.backoff_initial_s, config.delivery.backoff_max_s)
-        self._registrar = Registrar(client, identity_store, config, rng=self._rng)
+        # While a drain runs, no HTTP call may outlast its deadline (monotonic, on ``clock``).
+        self._drain_deadline: float | None = None
+        self._registrar = Registrar(client, identity_store, config, rng=self._rng,
+                                    budget=self._call_budget)
         self._attempts: dict[str, Attempt] = {}
         self._faults: dict[str, BackendConfigFault] = {}
         # Routes that have had no answer since the last registration: a "device
@@ -196,8 +199,19 @@ class Sender:
         self._live_written = data
 
     def drain(self, timeout: float) -> bool:
-        """Deliver until the journal is empty (True) or time or the backend's state stops it."""
+        """Deliver until the journal is empty (True) or time or the backend's state stops it.
+
+        Returns within ``timeout`` plus at most a connect timeout: each HTTP call's
+        timeouts are capped by the time left, and none starts once it is gone.
+        """
         deadline = self._clock() + max(0.0, timeout)
+        self._drain_deadline = deadline
+        try:
+            return self._drain_until(deadline)
+        finally:
+            self._drain_deadline = None
+
+    def _drain_until(self, deadline: float) -> bool:
         while True:
             if self._stop.is_set():
                 return self._journal.stats().pending == 0
@@ -258,13 +272,21 @@ class Sender:
             identity = self._registrar.identity
             if identity is None:
                 return now
+            budget = self._call_budget()
+            if budget is not None and budget <= 0:
+                return now  # the drain's time is up
             outcome = self._client.send(route, event_payload(event, identity.device_id),
-                                        event.event_id)
+                                        event.event_id, timeout_s=budget)
             now = self._clock()
             blocked_until = self._handle(route, event, outcome, now)
             if blocked_until is not None:
                 return blocked_until
         return now if len(entries) == BATCH else float("inf")
+
+    def _call_budget(self) -> float | None:
+        """Seconds an HTTP call may take: the time left of a running drain, else None (no cap)."""
+        deadline = self._drain_deadline
+        return None if deadline is None else deadline - self._clock()
 
     def _prune_attempts(self) -> None:
         """Forget the retry state of events no longer pending (expired, overflowed, dead)."""
