@@ -63,14 +63,18 @@ def test_status_of_a_stopped_agent(tmp_path: Path, backend: ReferenceBackend,
     assert "breaker closed" in text
 
 
-def test_status_says_unknown_when_the_stopped_agent_cannot_reach_the_backend(
+def test_status_of_a_stopped_agent_that_cannot_reach_the_backend(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     data = status_json(tmp_path / "state", url, capsys)
-    assert data["breaker"] == "unknown" and data["backendUp"] is False
+    assert data["breaker"] == "closed" and data["backendUp"] is False
     assert data["deviceId"] is None and data["journal"]["pending"] == 0
     assert data["journal"]["oldestAgeS"] is None
-    assert "not answering" in data["lastError"]
+    assert data["lastError"] == f"backend at {url} not answering"
+    assert main(["status", "--state-dir", str(tmp_path / "state"), "--backend", url]) == 0
+    text = capsys.readouterr().out
+    assert f"backend:      {url} not answering; breaker closed" in text
+    assert f"last error:   backend at {url} not answering" in text
 
 
 def test_status_reports_a_damaged_identity_and_leaves_it_in_place(
@@ -119,7 +123,8 @@ def test_status_json_as_a_real_process(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0
     data = json.loads(result.stdout)  # the whole stdout is one JSON object
-    assert isinstance(data, dict) and data["breaker"] == "unknown"
+    assert isinstance(data, dict) and data["breaker"] == "closed"
+    assert data["backendUp"] is False and "not answering" in data["lastError"]
     assert "Traceback" not in result.stderr
 
 

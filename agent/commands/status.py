@@ -2,9 +2,9 @@
 
 Works while the service runs: the journal is opened read-only (no lock) and
 the running sender's breaker and last error come from its status file. For a
-stopped agent the backend's /health is probed once with a short timeout; the
-breaker is then "closed" when the backend answers (as a starting agent would
-find it) and "unknown" when it does not. Nothing is changed on disk: a damaged
+stopped agent the backend's /health is probed once with a short timeout; its
+breaker is "closed" (a starting agent starts with it closed), and whether the
+backend answered is in ``backendUp`` and the last error. Nothing is changed on disk: a damaged
 identity file is reported, not moved aside (the agent does that when it starts).
 """
 
@@ -71,7 +71,7 @@ def collect(config: Config, *, probe=_probe) -> dict[str, Any]:  # type: ignore[
     else:
         service = "stopped"
         backend_up = probe(config)
-        breaker = "closed" if backend_up else "unknown"
+        breaker = "closed"  # no breaker runs; a starting agent starts closed
         last_error = "" if backend_up else f"backend at {url} not answering"
         blocked = ""
     return {
