@@ -27,3 +27,16 @@ def test_good_values(parse, text: str, value: float) -> None:
 def test_bad_values(parse, text: str, message: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         parse(text)
+
+
+def test_model_flag_names_the_one_model() -> None:
+    from agent.commands.common import flag_layer
+    from agent.config import load_config
+
+    args = argparse.Namespace(model="/m/x_edgetpu.tflite", device="auto", camera=None)
+    layer = flag_layer(args)
+    assert layer == {"model": {"path": "/m/x_edgetpu.tflite", "edgetpu_path": "/m/x_edgetpu.tflite",
+                               "device": "auto"}}
+    model = load_config(None, layer, env={}).model
+    assert model.path == model.edgetpu_path == "/m/x_edgetpu.tflite"
+    assert load_config(None, flag_layer(argparse.Namespace(model=None)), env={}).model.path == ""

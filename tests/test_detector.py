@@ -167,38 +167,177 @@ def test_auto_with_tpu_but_no_edgetpu_model(files, fake_lib):
 
 
 def test_device_edgetpu_without_tpu_is_hardware_error(files, fake_lib):
+    tpu = files(ssd(), "m_tpu.tflite")
+    model = config(files(ssd()), device="edgetpu", edgetpu_device="pci:1")
+    model = ModelConfig(**{**model.__dict__, "edgetpu_path": str(tpu)})
     with pytest.raises(AcceleratorError, match="no Edge TPU found matching 'pci:1'") as caught:
-        open_detector(config(files(ssd()), device="edgetpu", edgetpu_device="pci:1"),
-                      delegate_loader=fake_tpu(fake_lib))
+        open_detector(model, delegate_loader=fake_tpu(fake_lib))
     assert caught.value.exit_code == EXIT_HARDWARE
 
 
-def test_device_edgetpu_without_library(files):
+def no_library():
     def cdll(name):
         raise OSError("cannot open shared object file")
 
-    loader = runtime.default_delegate_loader(runtime.interpreter_module(), cdll=cdll)
+    return runtime.default_delegate_loader(runtime.interpreter_module(), cdll=cdll)
+
+
+def test_device_edgetpu_without_library(files):
+    compiled = ssd()
+    compiled.custom_op = EDGETPU_CUSTOM_OP
+    path = files(compiled, "m_edgetpu.tflite")
     with pytest.raises(AcceleratorError, match="libedgetpu not installed") as caught:
-        open_detector(config(files(ssd()), device="edgetpu"), delegate_loader=loader)
+        open_detector(one_model(path, "edgetpu"), delegate_loader=no_library())
     assert caught.value.exit_code == EXIT_HARDWARE
 
 
 def test_device_edgetpu_with_tpu_but_missing_model(files, fake_lib):
-    with pytest.raises(ModelError, match="Edge TPU model .* does not exist"):
+    with pytest.raises(ModelError, match="Edge TPU model .* does not exist") as caught:
         open_detector(config(files(ssd()), device="edgetpu"), delegate_loader=fake_tpu(fake_lib))
+    assert "\n" not in str(caught.value) and str(caught.value).count("(") == 1
 
 
-@pytest.mark.parametrize("device", ["auto", "cpu", "edgetpu"])
-def test_edgetpu_compiled_cpu_model_without_tpu(files, device):
+# `--model PATH` sets model.path and model.edgetpu_path to the same file: the one model to run.
+
+def one_model(path, device):
+    return ModelConfig(device=device, path=str(path), edgetpu_path=str(path),
+                       labels=str(path.parent / "labels.txt"))
+
+
+def compiled_model(files, name="m_edgetpu.tflite"):
     spec = ssd()
     spec.custom_op = EDGETPU_CUSTOM_OP
-    path = files(spec, "m_edgetpu.tflite")
+    return files(spec, name)
+
+
+class Recorder:
+    """Counts delegate loads; any that happen go to the given loader."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.calls = 0
+
+    def __call__(self, library, options):
+        self.calls += 1
+        return self.loader(library, options)
+
+
+def _importer_running_compiled_on(twin):
+    """The stand-in delegate claims no nodes, so the compiled op would stay unresolved: the
+    interpreter is built from the same graph without it, and what it was asked for is recorded."""
+    real = importlib.import_module("ai_edge_litert.interpreter")
+    asked: list[dict] = []
+    module = ModuleType("recording")
+    module.load_delegate = real.load_delegate
+
+    def interpreter(**kw):
+        asked.append(kw)
+        if kw["experimental_delegates"]:
+            kw = {**kw, "model_path": str(twin)}
+        return real.Interpreter(**kw)
+
+    module.Interpreter = interpreter
+    return (lambda name: module), asked
+
+
+@pytest.mark.parametrize("device", ["auto", "edgetpu"])
+def test_compiled_model_runs_on_the_edge_tpu(files, fake_lib, device):
+    path = compiled_model(files)
+    twin = files(ssd(), "twin.tflite")
+    importer, asked = _importer_running_compiled_on(twin)
+    with capture_logs() as logs:
+        detector = open_detector(one_model(path, device), delegate_loader=fake_tpu(fake_lib),
+                                 importer=importer)
+    assert (detector.info.device, detector.info.model_path) == ("edgetpu", str(path))
+    assert detector.info.fallback_reason == ""
+    (kw,) = asked
+    assert kw["model_path"] == str(path) and len(kw["experimental_delegates"]) == 1
+    assert not [e for e in logs if e["log_level"] == "warning"]
+    assert [d.label for d in detector.detect(FRAME)] == ["banana", "milk"]
+
+
+def test_compiled_model_without_library_on_auto_is_one_cause_one_fix(files):
+    path = compiled_model(files)
     with pytest.raises(AcceleratorError) as caught:
-        open_detector(config(path, device=device), delegate_loader=no_tpu)
+        open_detector(one_model(path, "auto"), delegate_loader=no_library())
     assert caught.value.exit_code == EXIT_HARDWARE
-    if device != "edgetpu":
-        assert "compiled for the Edge TPU" in str(caught.value)
-        assert "plug in a Coral or use the CPU model" in str(caught.value)
+    assert str(caught.value) == (
+        f"model {path} is compiled for the Edge TPU and no Edge TPU is available "
+        "(libedgetpu not installed) (plug in a Coral, install libedgetpu1-std, "
+        "or use the CPU model: model.path without _edgetpu)")
+
+
+def test_compiled_model_without_coral_on_auto(files, fake_lib):
+    path = compiled_model(files)
+    model = ModelConfig(**{**one_model(path, "auto").__dict__, "edgetpu_device": "pci:1"})
+    with pytest.raises(AcceleratorError) as caught:
+        open_detector(model, delegate_loader=fake_tpu(fake_lib))
+    assert caught.value.exit_code == EXIT_HARDWARE
+    assert str(caught.value).startswith(
+        f"model {path} is compiled for the Edge TPU and no Edge TPU is available "
+        "(no Coral matching 'pci:1' found) (plug in a Coral")
+
+
+@pytest.mark.parametrize("loader", ["tpu", "none"])
+def test_compiled_model_on_cpu_device_is_refused(files, fake_lib, loader):
+    path = compiled_model(files)
+    recorder = Recorder(fake_tpu(fake_lib) if loader == "tpu" else no_tpu)
+    with pytest.raises(AcceleratorError, match="compiled for the Edge TPU and model.device is cpu"
+                       ) as caught:
+        open_detector(one_model(path, "cpu"), delegate_loader=recorder)
+    assert caught.value.exit_code == EXIT_HARDWARE and recorder.calls == 0
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu"])
+def test_cpu_model_runs_on_the_cpu_even_with_a_coral(files, fake_lib, device):
+    path = files(ssd(), "mine.tflite")
+    # A compiled model beside it (as the bundled one would be) is not used instead.
+    compiled_model(files, "mine_edgetpu.tflite")
+    recorder = Recorder(fake_tpu(fake_lib))
+    with capture_logs() as logs:
+        detector = open_detector(one_model(path, device), delegate_loader=recorder)
+    assert (detector.info.device, detector.info.model_path) == ("cpu", str(path))
+    assert detector.info.fallback_reason == "" and recorder.calls == 0
+    assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+def test_cpu_model_on_edgetpu_device_is_bad_input(files, fake_lib):
+    path = files(ssd(), "mine.tflite")
+    recorder = Recorder(fake_tpu(fake_lib))
+    with pytest.raises(ModelError) as caught:
+        open_detector(one_model(path, "edgetpu"), delegate_loader=recorder)
+    assert caught.value.exit_code == EXIT_BAD_INPUT and recorder.calls == 0
+    assert str(caught.value) == (
+        f"model {path} is not compiled for the Edge TPU (compile it with edgetpu_compiler and pass "
+        "the _edgetpu.tflite it writes, or use --device auto or cpu to run it on the CPU)")
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "does not exist"),
+    (b"junk junk junk junk", "not a TFLite model"),
+    ("truncated", "truncated or damaged"),
+])
+def test_bad_model_on_edgetpu_device_is_reported_before_the_delegate(files, tmp_path, content,
+                                                                    message):
+    if content is None:
+        path = tmp_path / "gone_edgetpu.tflite"
+        (tmp_path / "labels.txt").write_text(LABELS)
+    else:
+        data = build(ssd()) if content == "truncated" else content
+        path = files(data[: len(data) // 3] if content == "truncated" else data,
+                     "m_edgetpu.tflite")
+    recorder = Recorder(no_library())
+    with pytest.raises(ModelError, match=message) as caught:
+        open_detector(one_model(path, "edgetpu"), delegate_loader=recorder)
+    assert caught.value.exit_code == EXIT_BAD_INPUT and recorder.calls == 0
+
+
+def test_probe_accelerator_says_a_cpu_model_runs_on_the_cpu(files, fake_lib):
+    path = files(ssd(), "mine.tflite")
+    ok, detail = probe_accelerator(one_model(path, "auto"), fake_tpu(fake_lib))
+    assert ok and detail.endswith(f"but model {path} is not compiled for it; it runs on the CPU")
+    ok, detail = probe_accelerator(one_model(compiled_model(files), "auto"), fake_tpu(fake_lib))
+    assert ok and detail.startswith("Edge TPU delegate loaded") and "but" not in detail
 
 
 def _bad(files, content, labels=LABELS):
@@ -302,7 +441,9 @@ def _importer_with_failing_invoke():
 
 def test_edgetpu_invoke_failure_is_hardware_error(files, fake_lib):
     cpu = files(ssd(), "m.tflite")
-    model = ModelConfig(device="edgetpu", path=str(cpu), edgetpu_path=str(cpu),
+    # model.edgetpu_path set to a CPU model: it runs through the delegate, with a warning.
+    tpu = files(ssd(), "m_tpu.tflite")
+    model = ModelConfig(device="edgetpu", path=str(cpu), edgetpu_path=str(tpu),
                         labels=str(cpu.parent / "labels.txt"))
     detector = open_detector(model, delegate_loader=fake_tpu(fake_lib),
                              importer=_importer_with_failing_invoke())
@@ -326,3 +467,27 @@ def test_detect_accepts_gray_and_rgba_rejects_float(files):
     assert [d.label for d in gray] == [d.label for d in rgba] == ["banana", "milk"]
     with pytest.raises(ValueError, match="must be uint8"):
         detector.detect(np.zeros((48, 64, 3), np.float32))
+
+
+@pytest.mark.parametrize("compiled,device,outcome", [
+    (True, "auto", "edgetpu"), (True, "edgetpu", "edgetpu"), (True, "cpu", EXIT_HARDWARE),
+    (False, "auto", "cpu"), (False, "cpu", "cpu"), (False, "edgetpu", EXIT_BAD_INPUT),
+])
+def test_model_flag_with_a_coral(files, fake_lib, compiled, device, outcome):
+    import argparse
+
+    from agent.commands.common import flag_layer
+    from agent.config import load_config
+
+    path = compiled_model(files) if compiled else files(ssd(), "mine.tflite")
+    args = argparse.Namespace(model=str(path), device=device)
+    model = load_config(None, flag_layer(args), env={}).model
+    model = ModelConfig(**{**model.__dict__, "labels": str(path.parent / "labels.txt")})
+    importer, _ = _importer_running_compiled_on(files(ssd(), "twin.tflite"))
+    if isinstance(outcome, int):
+        with pytest.raises((AcceleratorError, ModelError)) as caught:
+            open_detector(model, delegate_loader=fake_tpu(fake_lib), importer=importer)
+        assert caught.value.exit_code == outcome
+        return
+    detector = open_detector(model, delegate_loader=fake_tpu(fake_lib), importer=importer)
+    assert (detector.info.device, detector.info.model_path) == (outcome, str(path))

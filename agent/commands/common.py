@@ -8,22 +8,24 @@ from typing import Any
 
 from agent.config import Config, load_config
 
-# argparse dest -> (section, key) for flags that override config keys.
-FLAG_KEYS: dict[str, tuple[str, str]] = {
-    "state_dir": ("state", "dir"),
-    "backend": ("backend", "url"),
-    "camera": ("camera", "source"),
-    "model": ("model", "path"),
-    "device": ("model", "device"),
+# argparse dest -> the (section, key)s a flag overrides. `--model PATH` names the one model to
+# run, so it is both the CPU and the Edge TPU model; the detector reads which one it is.
+FLAG_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "state_dir": (("state", "dir"),),
+    "backend": (("backend", "url"),),
+    "camera": (("camera", "source"),),
+    "model": (("model", "path"), ("model", "edgetpu_path")),
+    "device": (("model", "device"),),
 }
 
 
 def flag_layer(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     layer: dict[str, dict[str, Any]] = {}
-    for dest, (section, key) in FLAG_KEYS.items():
+    for dest, targets in FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None:
-            layer.setdefault(section, {})[key] = value
+            for section, key in targets:
+                layer.setdefault(section, {})[key] = value
     return layer
 
 

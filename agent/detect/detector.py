@@ -19,6 +19,7 @@ from agent.detect.model_file import ModelFile, read_model_file
 from agent.detect.preprocess import InputSpec, as_rgb, fit, input_table
 from agent.detect.runtime import (
     DelegateLoader,
+    EdgeTpuUnavailable,
     Importer,
     default_delegate_loader,
     edgetpu_library,
@@ -150,24 +151,69 @@ def _output_specs(interpreter: Any) -> list[OutputSpec]:
     return specs
 
 
-def _choose_device(model: ModelConfig, loader: DelegateLoader,
-                   edgetpu_path: Path) -> tuple[Any, str]:
-    """The Edge TPU delegate (or None) and, for auto, why it is not used."""
-    if model.device == "cpu":
-        return None, ""
+def _one_model(model: ModelConfig) -> bool:
+    """Whether model.path and model.edgetpu_path name the same file (as `--model PATH` sets them).
+
+    That file is then the one model to run: its content, not model.device, decides where it runs.
+    """
+    return bool(model.path) and Path(model.path) == Path(model.edgetpu_path)
+
+
+def _no_tpu_for(path: Path, exc: AcceleratorError) -> AcceleratorError:
+    reason = exc.reason if isinstance(exc, EdgeTpuUnavailable) else exc.message
+    return AcceleratorError(
+        f"model {path} is compiled for the Edge TPU and no Edge TPU is available ({reason})",
+        fix="plug in a Coral, install libedgetpu1-std, "
+            "or use the CPU model: model.path without _edgetpu")
+
+
+def _select(model: ModelConfig, loader: DelegateLoader, cpu_path: Path,
+            edgetpu_path: Path) -> tuple[ModelFile, Any, str]:
+    """The model file to run, its Edge TPU delegate (None: CPU) and, for auto, why not the Edge TPU.
+
+    Every model file is read and checked before the delegate is touched, so a missing or
+    damaged file is reported as such (exit 2) whether or not a Coral is there.
+    """
+    if model.device == "edgetpu":
+        if not _one_model(model) and not edgetpu_path.exists():
+            raise ModelError(f"Edge TPU model {edgetpu_path} does not exist",
+                             fix="set model.edgetpu_path to an _edgetpu.tflite file "
+                                 "compiled with edgetpu_compiler")
+        file = read_model_file(edgetpu_path)
+        if not file.edgetpu_compiled:
+            if _one_model(model):
+                raise ModelError(f"model {edgetpu_path} is not compiled for the Edge TPU",
+                                 fix="compile it with edgetpu_compiler and pass the _edgetpu.tflite "
+                                     "it writes, or use --device auto or cpu to run it on the CPU")
+            log.warning("model.edgetpu_path is not compiled for the Edge TPU; "
+                        "it will run on the CPU through the delegate", path=str(edgetpu_path))
+        return file, load_edgetpu_delegate(model.edgetpu_device, loader), ""
+    cpu_file = read_model_file(cpu_path)
+    if cpu_file.edgetpu_compiled:
+        # The model given is the Edge TPU's: it runs there or not at all.
+        if model.device == "cpu":
+            raise AcceleratorError(f"model {cpu_path} is compiled for the Edge TPU and "
+                                   "model.device is cpu",
+                                   fix="use the CPU model: model.path without _edgetpu, "
+                                       "or set model.device = auto")
+        try:
+            return cpu_file, load_edgetpu_delegate(model.edgetpu_device, loader), ""
+        except AcceleratorError as exc:
+            raise _no_tpu_for(cpu_path, exc) from exc
+    if model.device == "cpu" or _one_model(model):
+        # A CPU model chosen as the one to run: no Edge TPU, and nothing to warn about.
+        return cpu_file, None, ""
     try:
         delegate = load_edgetpu_delegate(model.edgetpu_device, loader)
     except AcceleratorError as exc:
-        if model.device == "edgetpu":
-            raise
-        return None, str(exc)
+        return cpu_file, None, str(exc)
     if not edgetpu_path.exists():
-        if model.device == "edgetpu":
-            raise ModelError(f"Edge TPU model {edgetpu_path} does not exist",
-                             fix="set model.edgetpu_path to an _edgetpu.tflite file "
-                                 "(compile it with edgetpu_compiler)")
-        return None, f"an Edge TPU is there but no Edge TPU model at {edgetpu_path}"
-    return delegate, ""
+        return cpu_file, None, f"an Edge TPU is there but no Edge TPU model at {edgetpu_path}"
+    file = read_model_file(edgetpu_path)
+    if not file.edgetpu_compiled:
+        log.warning("model.edgetpu_path is not compiled for the Edge TPU; "
+                    "it will run on the CPU through the delegate", path=str(edgetpu_path))
+    return file, delegate, ""
 
 
 def open_detector(model: ModelConfig, *, delegate_loader: DelegateLoader | None = None,
@@ -176,24 +222,11 @@ def open_detector(model: ModelConfig, *, delegate_loader: DelegateLoader | None 
     module: ModuleType = interpreter_module(importer)
     loader = delegate_loader or default_delegate_loader(module)
     cpu_path, edgetpu_path, labels_path = model_paths(model)
-    delegate, fallback = _choose_device(model, loader, edgetpu_path)
-    if delegate is not None:
-        file = read_model_file(edgetpu_path)
-        if not file.edgetpu_compiled:
-            log.warning("model.edgetpu_path is not compiled for the Edge TPU; "
-                        "it will run on the CPU through the delegate", path=str(edgetpu_path))
-        device = "edgetpu"
-    else:
-        file = read_model_file(cpu_path)
-        if file.edgetpu_compiled:
-            raise AcceleratorError(
-                f"model {cpu_path} is compiled for the Edge TPU and no Edge TPU is in use"
-                + (f" ({fallback})" if fallback else ""),
-                fix="plug in a Coral or use the CPU model (model.path without _edgetpu)")
-        if fallback:
-            log.warning("Edge TPU not used; running the CPU model", reason=fallback,
-                        model=str(cpu_path))
-        device = "cpu"
+    file, delegate, fallback = _select(model, loader, cpu_path, edgetpu_path)
+    device = "edgetpu" if delegate is not None else "cpu"
+    if fallback:
+        log.warning("Edge TPU not used; running the CPU model", reason=fallback,
+                    model=str(file.path))
     labels = load_labels(labels_path)
     threads = model.threads or os.cpu_count() or 1
     interpreter = make_interpreter(module, str(file.path), threads=threads,
@@ -217,4 +250,12 @@ def probe_accelerator(model: ModelConfig,
     if not edgetpu_path.exists():
         return True, (f"Edge TPU delegate loaded from {edgetpu_library()} ({where}), "
                       f"but no Edge TPU model at {edgetpu_path}; auto will use the CPU model")
+    if _one_model(model):
+        try:
+            compiled = read_model_file(edgetpu_path).edgetpu_compiled
+        except ModelError as exc:
+            return True, f"Edge TPU delegate loaded from {edgetpu_library()} ({where}), but {exc}"
+        if not compiled:
+            return True, (f"Edge TPU delegate loaded from {edgetpu_library()} ({where}), "
+                          f"but model {edgetpu_path} is not compiled for it; it runs on the CPU")
     return True, f"Edge TPU delegate loaded from {edgetpu_library()} ({where})"

@@ -24,6 +24,14 @@ RUNTIME_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 DelegateLoader = Callable[[str, dict[str, str]], Any]
 Importer = Callable[[str], ModuleType]
 
+class EdgeTpuUnavailable(AcceleratorError):
+    """No Edge TPU delegate; ``reason`` is the cause in a few words, without the runtime's detail."""
+
+    def __init__(self, message: str, *, reason: str, fix: str) -> None:
+        super().__init__(message, fix=fix)
+        self.reason = reason
+
+
 _INSTALL_FIX = ("install the Edge TPU runtime: apt install libedgetpu1-std "
                 "(from the Coral apt repository), then replug the Coral")
 
@@ -73,8 +81,8 @@ def default_delegate_loader(
         try:
             cdll(library)
         except OSError as exc:
-            raise AcceleratorError(f"libedgetpu not installed ({library} cannot be loaded)",
-                                   fix=_INSTALL_FIX) from exc
+            raise EdgeTpuUnavailable(f"libedgetpu not installed ({library} cannot be loaded)",
+                                     reason="libedgetpu not installed", fix=_INSTALL_FIX) from exc
         runtime = module or interpreter_module()
         return runtime.load_delegate(library, options)
 
@@ -91,8 +99,9 @@ def load_edgetpu_delegate(selector: str, loader: DelegateLoader) -> Any:
         raise
     except (ValueError, RuntimeError, OSError) as exc:
         which = f" matching {selector!r}" if selector else ""
-        raise AcceleratorError(
+        raise EdgeTpuUnavailable(
             f"no Edge TPU found{which} ({first_line(exc)})",
+            reason=f"no Coral{which} found",
             fix="plug the Coral in (USB 3 port), check `lsusb` for 18d1:9302 or 1a6e:089a, "
                 "or set model.device = cpu",
         ) from exc
