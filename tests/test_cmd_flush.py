@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -130,3 +131,26 @@ def test_flush_gives_up_on_a_backend_that_never_answers_within_its_timeout(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("basketagent: error: 1 event still journaled: backend down")
     assert pending_count(state) == 1
+
+
+def test_flush_counts_deliveries_not_events_that_left_by_expiry(
+        tmp_path: Path, backend: ReferenceBackend, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    wall = [time.time() - 10.0]
+    with Journal.open(state, JournalConfig(), wall_clock=lambda: wall[0]) as journal:
+        journal.append(old := basket_event())  # 10 s old
+        journal.append(dead := basket_event())
+        journal.dead_letter(dead.event_id, 422, "{}", "refused")
+        wall[0] = time.time()
+        journal.append(fresh := basket_event())
+    config = tmp_path / "agent.toml"
+    # The old event expires when flush looks at the journal; the dead letter it becomes
+    # pushes the refused one out, so the dead letters do not grow.
+    config.write_text("[journal]\nmax_age_s = 5.0\nmax_dead_letters = 1\n")
+    assert main(["flush", "--config", str(config), "--state-dir", str(state),
+                 "--backend", backend.url]) == 0
+    out = capsys.readouterr().out
+    assert "delivered 1 event; journal empty; 1 expired (older than journal.max_age_s)" in out
+    assert [item["eventId"] for item in backend.basket_items()] == [fresh.event_id]
+    with Journal.open(state, JournalConfig(), read_only=True) as journal:
+        assert [letter.event_id for letter in journal.dead_letters()] == [old.event_id]

@@ -169,3 +169,12 @@ def test_a_drain_with_no_time_left_starts_no_call(
     assert rig.sender.status().last_error == ""  # running out of time is no backend failure
     rig.step()  # outside a drain nothing is capped
     assert rig.pending_ids() == []
+
+
+def test_the_sender_counts_its_deliveries_and_refusals(
+        backend: ReferenceBackend, make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend.url)
+    backend.inject(BASKET, 422)
+    rig.append(basket_event(), basket_event(), basket_event())
+    rig.step()
+    assert (rig.sender.delivered, rig.sender.refused) == (2, 1)

@@ -56,11 +56,14 @@ def run(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> 
             after = journal.stats()
             left = after.pending
             if emptied:
-                refused = after.dead_letters - stats.dead_letters
-                delivered = before - max(0, refused)
+                # Counted as they happen: events may also leave by expiry during the flush.
+                delivered, refused = sender.delivered, sender.refused
                 text = f"delivered {delivered} event{'s' if delivered != 1 else ''}; journal empty"
                 if refused > 0:
                     text += f"; {refused} refused by the backend (see basketagent status)"
+                expired = after.expired - stats.expired
+                if expired > 0:
+                    text += f"; {expired} expired (older than journal.max_age_s)"
                 print(text, file=out)
                 return EXIT_OK
             reason = sender.status().blocked or "timeout"

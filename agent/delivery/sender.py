@@ -117,6 +117,9 @@ class Sender:
         self._not_paired = False
         self._backend_down = False
         self._last_error = ""
+        # Events this sender had a 2xx for, and moved to the dead letters on a refusal.
+        self.delivered = 0
+        self.refused = 0
         self._step_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -304,6 +307,7 @@ class Sender:
             self._backend_down = False
         if kind is OutcomeKind.DELIVERED:
             self._journal.ack(event.event_id)
+            self.delivered += 1
             self._attempts.pop(event.event_id, None)
             if route == ROUTE_PENDING:
                 self._not_paired = False
@@ -315,6 +319,7 @@ class Sender:
                       route=route, status=outcome.status, body_start=outcome.body_start[:200])
             self._journal.dead_letter(event.event_id, outcome.status or 0, outcome.body_start,
                                       "refused")
+            self.refused += 1
             self._attempts.pop(event.event_id, None)
             return None
         if kind is OutcomeKind.NOT_PAIRED:
