@@ -5,6 +5,8 @@ test_client_answers.py; Retry-After and the breaker in test_client_retry.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import requests
 from sender_support import FakeClock, item, make_client, registered
@@ -12,7 +14,7 @@ from structlog.testing import capture_logs
 
 from agent import __version__
 from agent.basket.event import ROUTE_BASKET, ROUTE_PENDING, ProductEvent
-from agent.config import BackendConfig, DeliveryConfig
+from agent.config import BackendConfig, DeliveryConfig, JournalConfig
 from agent.delivery.client import (
     DELIVERED,
     REFUSED,
@@ -21,6 +23,7 @@ from agent.delivery.client import (
     event_payload,
     redact_url,
 )
+from agent.delivery.journal import Journal
 from agent.devserver import ReferenceBackend
 
 # -- register -------------------------------------------------------------------------------
@@ -145,3 +148,31 @@ def test_event_payload_follows_the_contract_per_route() -> None:
     pending = ProductEvent("e2", ROUTE_PENDING, "P001", "Organic Apples", 1, 0.65,
                            "2026-12-04T10:00:00.123Z")
     assert event_payload(pending, "dev")["name"] == "Organic Apples"
+
+
+def test_event_payload_marks_an_unsynchronised_clock_only() -> None:
+    synced = ProductEvent("e1", ROUTE_BASKET, "P001", "Organic Apples", 1, 0.92,
+                          "2026-12-04T10:00:00.123Z")
+    unsynced = ProductEvent("e2", ROUTE_PENDING, "P001", "Organic Apples", 1, 0.65,
+                            "1970-01-01T00:01:00.000Z", clock_synced=False)
+    assert "clockSynced" not in event_payload(synced, "dev")
+    body = event_payload(unsynced, "dev")
+    assert body["clockSynced"] is False
+    assert {key: value for key, value in body.items() if key != "clockSynced"} == {
+        "productId": "P001", "quantity": 1, "confidence": 0.65, "deviceId": "dev",
+        "eventId": "e2", "detectedAt": "1970-01-01T00:01:00.000Z", "name": "Organic Apples"}
+
+
+def test_a_journaled_unsynchronised_event_is_sent_marked_and_accepted(
+        tmp_path: Path, backend: ReferenceBackend) -> None:
+    event = ProductEvent("0193a4c2-0009", ROUTE_BASKET, "P001", "Organic Apples", 1, 0.92,
+                         "1970-01-01T00:01:00.000Z", clock_synced=False)
+    with Journal.open(tmp_path, JournalConfig()) as journal:
+        journal.append(event)
+        [entry] = journal.pending()
+    body = event_payload(entry.event, "dev")
+    assert body["clockSynced"] is False  # the mark survives the journal
+    with make_client(backend) as client:
+        device = registered(client).device_id
+        assert client.send(ROUTE_BASKET, event_payload(entry.event, device), event.event_id).delivered
+    assert [item["eventId"] for item in backend.basket_items()] == [event.event_id]

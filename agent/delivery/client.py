@@ -121,7 +121,8 @@ class Registration:
 
 
 def event_payload(event: ProductEvent, device_id: str) -> dict[str, Any]:
-    """The JSON body the contract asks for on the event's route."""
+    """The JSON body the contract asks for on the event's route (plus ``"clockSynced": false``
+    when the wall clock was not synchronised as the event was detected)."""
     payload: dict[str, Any] = {
         "productId": event.product_id,
         "quantity": event.quantity,
@@ -132,6 +133,9 @@ def event_payload(event: ProductEvent, device_id: str) -> dict[str, Any]:
     }
     if event.route == ROUTE_PENDING:
         payload["name"] = event.name
+    if not event.clock_synced:
+        # Only then: detectedAt may be off. Backends ignore fields they do not know.
+        payload["clockSynced"] = False
     return payload
 
 
