@@ -109,7 +109,8 @@ def run_agent(
         _publish_detector(state_dir, info, running=True)
         stack.callback(_publish_detector, state_dir, info, running=False)
         catalog = Catalog.load(Path(config.model.catalog)) if config.model.catalog else Catalog.bundled()
-        source = open_source(config.camera.source, config.camera, size=info.input_size, stop=stop)
+        source = open_source(config.camera.source, config.camera, size=info.input_size, stop=stop,
+                             heartbeat=notifier.watchdog)
         stack.callback(source.close)
         log.info("camera open", source=source.name)
         tracker = BasketTracker(catalog, config.basket, config.detection, config.routing,

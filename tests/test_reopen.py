@@ -9,7 +9,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.camera.frame import Frame
-from agent.camera.reopen import MAX_BAD_FRAMES, BoundedCaller, ReopeningSource, backoff_delay
+from agent.camera.reopen import (
+    HEARTBEAT_EVERY_S,
+    MAX_BAD_FRAMES,
+    BoundedCaller,
+    ReopeningSource,
+    backoff_delay,
+)
 from agent.errors import CameraError, CameraInputError
 
 GOOD = np.zeros((4, 6, 3), np.uint8)
@@ -246,3 +252,128 @@ def test_outage_of_thousands_of_attempts_keeps_the_cap():
     assert source.read().index == 1
     assert len(sleeps) == attempts + 1 and sleeps[:7] == [0.5, 1, 2, 4, 8, 16, 30]
     assert set(sleeps[6:]) == {30.0} and source.reopens == 1
+
+
+class FakeTime:
+    """A monotonic clock that only the backoff waits move."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def backoff(self, stop: threading.Event, delay: float) -> bool:
+        self.waits.append(delay)
+        self.now += delay
+        return stop.is_set()
+
+
+def test_heartbeat_keeps_coming_through_a_long_outage():
+    failures = 9  # backoff 0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30 s: over two minutes
+    first = ScriptedCamera([GOOD, CameraError("USB unplugged")])
+    second = ScriptedCamera([GOOD])
+    time_ = FakeTime()
+    beats: list[float] = []
+    source = ReopeningSource(Opener(first, *[CameraError("gone")] * failures, second), "cam",
+                             backoff_max_s=30.0, read_timeout_s=5.0, clock=time_.clock,
+                             backoff_wait=time_.backoff, heartbeat=lambda: beats.append(time_.now))
+    assert source.read().index == 0
+    assert beats == []  # a healthy camera leaves the pinging to the frame loop
+    with capture_logs() as logs:
+        assert source.read().index == 1
+    assert time_.now == sum(backoff_delay(n, 30.0) for n in range(failures + 1)) > 120
+    assert max(time_.waits) <= HEARTBEAT_EVERY_S
+    gaps = [b - a for a, b in zip([0.0, *beats], beats + [time_.now])]
+    assert max(gaps) <= HEARTBEAT_EVERY_S
+    assert beats[-1] == time_.now  # once more after the successful reopen
+    levels = {e["event"]: e["log_level"] for e in logs}
+    assert levels["camera lost; reopening"] == levels["camera back"] == "warning"
+    back = [e for e in logs if e["event"] == "camera back"]
+    assert back[0]["outage_s"] == time_.now and back[0]["attempt"] == failures + 1
+
+
+def test_heartbeat_through_the_systemd_watchdog(tmp_path):
+    import socket
+
+    from agent.systemd import Notifier
+
+    address = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.setblocking(False)
+    time_ = FakeTime()
+    pings: list[float] = []
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "30000000"},
+                                 clock=time_.clock)
+
+    def heartbeat():
+        notifier.watchdog()  # rate-limits itself to one ping per 15 s
+        try:
+            sent = listener.recv(100)
+        except BlockingIOError:
+            return
+        assert sent == b"WATCHDOG=1"
+        pings.append(time_.now)
+
+    first = ScriptedCamera([GOOD, CameraError("USB unplugged")])
+    source = ReopeningSource(Opener(first, *[CameraError("gone")] * 7, ScriptedCamera([GOOD])),
+                             "cam", backoff_max_s=30.0, read_timeout_s=5.0, clock=time_.clock,
+                             backoff_wait=time_.backoff, heartbeat=heartbeat)
+    source.read()
+    try:
+        assert source.read().index == 1
+    finally:
+        listener.close()
+    gaps = [b - a for a, b in zip(pings, pings[1:] + [time_.now])]
+    assert time_.now > 90 and len(pings) >= 6 and max(gaps) < 30
+
+
+def test_no_heartbeat_while_a_read_hangs():
+    release, reading = threading.Event(), threading.Event()
+
+    class Stuck:
+        closed = False
+
+        def read(self):
+            reading.set()
+            release.wait(30)
+
+        def close(self):
+            self.closed = True
+
+    beats: list[str] = []
+    calls: list[float] = []
+    beats_during_hang: list[int] = []
+
+    def wait(event: threading.Event, timeout: float) -> bool:
+        calls.append(timeout)
+        if len(calls) == 2:  # the first read: the camera hangs until read_timeout_s passes
+            assert reading.wait(10)
+            beats_during_hang.append(len(beats))
+            return False
+        return event.wait(10)
+
+    healthy = ScriptedCamera([GOOD])
+    time_ = FakeTime()
+    source = ReopeningSource(Opener(Stuck(), healthy), "cam", backoff_max_s=30.0,
+                             read_timeout_s=5.0, clock=time_.clock, wait=wait,
+                             backoff_wait=time_.backoff, heartbeat=lambda: beats.append("beat"))
+    try:
+        frame = source.read()
+    finally:
+        release.set()
+    assert beats_during_hang == [0]  # nothing pinged while the read hung
+    assert frame.index == 0 and source.reopens == 1 and len(beats) >= 2  # the reopen pinged
+
+
+def test_without_heartbeat_the_backoff_is_one_wait():
+    time_ = FakeTime()
+    first = ScriptedCamera([GOOD, CameraError("lost")])
+    source = ReopeningSource(Opener(first, *[CameraError("gone")] * 5, ScriptedCamera([GOOD])),
+                             "cam", backoff_max_s=30.0, read_timeout_s=5.0, clock=time_.clock,
+                             backoff_wait=time_.backoff)
+    source.read()
+    source.read()
+    assert time_.waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]

@@ -108,6 +108,29 @@ def test_stop_is_passed_to_the_live_camera():
     source.close()
 
 
+def test_heartbeat_is_passed_to_the_live_camera():
+    world = FakeCameraWorld(image=np.zeros((48, 64, 3), np.uint8))
+    importer = importer_for(picamera2=fake_picamera2_module(world))
+    events: list[str] = []
+
+    def backoff_wait(stop, delay):
+        events.append(f"wait {delay:g}")
+        return stop.is_set()
+
+    source = open_source("picamera2:0", CONFIG, size=(64, 48), backoff_wait=backoff_wait,
+                         importer=importer, heartbeat=lambda: events.append("beat"))
+    assert source.read().index == 0 and events == []
+
+    def capture_fails(name="main"):
+        raise CameraError("frontend timeout")
+
+    world.opened[0].capture_array = capture_fails
+    assert source.read().index == 1
+    # The 0.5 s backoff, then the reopen attempt, each with a heartbeat before it (and one after).
+    assert events == ["beat", "wait 0.5", "beat", "beat"] and len(world.opened) == 2
+    source.close()
+
+
 def test_picamera2_missing_at_start_is_hardware_error():
     importer = importer_for(picamera2=fake_picamera2_module(FakeCameraWorld(cameras=())))
     with pytest.raises(CameraError, match="no camera found") as caught:

@@ -7,6 +7,12 @@ camera. After a failure the camera is closed and opened again, waiting
 ``initial * 2**n`` seconds between attempts, capped at ``backoff_max_s``.
 Setting the ``stop`` event ends the waiting: ``read()`` then returns None, as
 a source that has ended does, so a service can stop during a camera outage.
+
+While it reopens, the source calls ``heartbeat`` (the service passes the
+systemd watchdog ping) before each reopen attempt and at least every
+``HEARTBEAT_EVERY_S`` of backoff, so a long outage is not taken for a hang.
+A read itself never calls it: a read that hangs stops the pings until it
+times out, as a wedged agent should.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ INITIAL_BACKOFF_S = 0.5
 MAX_DOUBLINGS = 40
 # This many bad frames in a row means the camera is failing, not one glitch.
 MAX_BAD_FRAMES = 10
+# Backoff waits are cut into steps this long, with a heartbeat before each.
+HEARTBEAT_EVERY_S = 2.0
 
 
 def _wait(event: threading.Event, timeout: float) -> bool:
@@ -104,7 +112,8 @@ class ReopeningSource:
     """Wraps a live source's opener; reopens the camera when it fails, ends only on ``stop``.
 
     ``wait`` bounds each camera call; ``backoff_wait(stop, delay)`` waits between
-    reopen attempts and returns True when ``stop`` is set.
+    reopen attempts and returns True when ``stop`` is set; ``heartbeat()`` is called
+    while reopening (see the module docstring).
     """
 
     live = True
@@ -114,8 +123,10 @@ class ReopeningSource:
                  clock: Callable[[], float] = time.monotonic,
                  wait: Wait = _wait,
                  backoff_wait: Wait = _wait,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 heartbeat: Callable[[], None] | None = None) -> None:
         self.name = name
+        self._heartbeat = heartbeat
         self._opener = opener
         self._backoff_max_s = backoff_max_s
         self._clock = clock
@@ -166,7 +177,7 @@ class ReopeningSource:
             self._failed(f"{self._bad_in_row} bad frames in a row")
 
     def _failed(self, reason: str) -> None:
-        log.error("camera failed; reopening", source=self.name, reason=reason)
+        log.warning("camera lost; reopening", source=self.name, reason=reason)
         self._failed_at = self._clock()
         self._bad_in_row = 0
         self._close_current()
@@ -181,13 +192,32 @@ class ReopeningSource:
         except Exception as exc:  # noqa: BLE001 - a failing close must not stop the reopen
             log.warning("camera close failed", source=self.name, error=str(exc))
 
+    def _beat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat()
+
+    def _backoff(self, delay: float) -> bool:
+        """Wait ``delay`` seconds, a heartbeat before each step; True when ``stop`` is set."""
+        if self._heartbeat is None:
+            return self._backoff_wait(self._stop, delay)
+        remaining = delay
+        while True:
+            self._beat()
+            step = min(remaining, HEARTBEAT_EVERY_S)
+            if self._backoff_wait(self._stop, step):
+                return True
+            remaining -= step
+            if remaining <= 1e-9:
+                return False
+
     def _reopen(self) -> FrameSource | None:
         """The reopened camera, or None when ``stop`` is set while waiting."""
         attempt = 0
         while True:
-            if self._backoff_wait(self._stop, backoff_delay(attempt, self._backoff_max_s)):
+            if self._backoff(backoff_delay(attempt, self._backoff_max_s)):
                 return None
             attempt += 1
+            self._beat()
             try:
                 source = self._reader.call(self._opener, "opening the camera")
             except CameraError as exc:
@@ -195,9 +225,10 @@ class ReopeningSource:
                             error=str(exc),
                             next_delay_s=backoff_delay(attempt, self._backoff_max_s))
                 continue
+            self._beat()
             self.reopens += 1
-            log.info("camera reopened", source=self.name, attempt=attempt,
-                     outage_s=round(self._clock() - self._failed_at, 3))
+            log.warning("camera back", source=self.name, attempt=attempt,
+                        outage_s=round(self._clock() - self._failed_at, 3))
             return source
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ class SourceContext:
     backoff_wait: Wait
     stop: threading.Event | None
     importer: Importer
+    heartbeat: Callable[[], None] | None = None
 
 
 def _number(scheme: str, arg: str, what: str) -> int:
@@ -57,7 +58,7 @@ def _path(scheme: str, arg: str) -> str:
 def _live(ctx: SourceContext, name: str, opener: Callable[[], FrameSource]) -> FrameSource:
     return ReopeningSource(opener, name, backoff_max_s=ctx.config.reopen_backoff_max_s,
                            read_timeout_s=ctx.config.read_timeout_s, clock=ctx.clock,
-                           backoff_wait=ctx.backoff_wait, stop=ctx.stop)
+                           backoff_wait=ctx.backoff_wait, stop=ctx.stop, heartbeat=ctx.heartbeat)
 
 
 def _picamera2(arg: str, ctx: SourceContext) -> FrameSource:
@@ -116,15 +117,17 @@ def open_source(spec: str, config: CameraConfig, *, size: tuple[int, int],
                 clock: Callable[[], float] = time.monotonic,
                 backoff_wait: Wait = threading.Event.wait,
                 stop: threading.Event | None = None,
-                importer: Importer = importlib.import_module) -> FrameSource:
+                importer: Importer = importlib.import_module,
+                heartbeat: Callable[[], None] | None = None) -> FrameSource:
     """Open the source named by ``spec``; size is the model input (width, height).
 
     ``backoff_wait(stop, seconds)`` waits between reopen attempts of a live
-    camera and returns True when ``stop`` is set.
+    camera and returns True when ``stop`` is set. ``heartbeat()`` is called
+    while a live camera is being reopened (the service's watchdog ping).
     """
     scheme, arg = parse_spec(spec)
     ctx = SourceContext(config=config, size=size, clock=clock, backoff_wait=backoff_wait,
-                        stop=stop, importer=importer)
+                        stop=stop, importer=importer, heartbeat=heartbeat)
     return SOURCES[scheme](arg, ctx)
 
 
