@@ -491,3 +491,15 @@ def test_model_flag_with_a_coral(files, fake_lib, compiled, device, outcome):
         return
     detector = open_detector(model, delegate_loader=fake_tpu(fake_lib), importer=importer)
     assert (detector.info.device, detector.info.model_path) == (outcome, str(path))
+
+
+def test_a_custom_cpu_model_alone_is_not_replaced_by_the_bundled_edge_tpu_model(tmp_path):
+    from agent.detect.detector import model_paths
+
+    custom = tmp_path / "shelf.tflite"
+    cpu, edgetpu, _ = model_paths(ModelConfig(path=str(custom)))
+    assert cpu == edgetpu == custom
+    _, bundled_tpu, _ = model_paths(ModelConfig())
+    assert bundled_tpu.name == "demo_ssd_int8_edgetpu.tflite"
+    _, chosen_tpu, _ = model_paths(ModelConfig(path=str(custom), edgetpu_path=str(tmp_path / "t")))
+    assert chosen_tpu == tmp_path / "t"

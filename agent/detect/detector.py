@@ -40,9 +40,14 @@ def _bundled(configured: str, name: str) -> Path:
 
 
 def model_paths(model: ModelConfig) -> tuple[Path, Path, Path]:
-    """The CPU model, the Edge TPU model and the labels; empty settings mean the bundled ones."""
+    """The CPU model, the Edge TPU model and the labels; empty settings mean the bundled ones.
+
+    A custom model.path without a model.edgetpu_path stands for both: the bundled
+    Edge TPU model belongs to the bundled labels and must not replace it.
+    """
+    edgetpu = model.edgetpu_path or model.path
     return (_bundled(model.path, paths.DEMO_MODEL),
-            _bundled(model.edgetpu_path, paths.DEMO_EDGETPU_MODEL),
+            _bundled(edgetpu, paths.DEMO_EDGETPU_MODEL),
             _bundled(model.labels, paths.DEMO_LABELS))
 
 
