@@ -22,7 +22,7 @@ from agent.basket.catalog import Catalog
 from agent.basket.event import ProductEvent
 from agent.basket.tracker import BasketTracker
 from agent.basket.view_store import ViewStore
-from agent.camera.sources import open_source
+from agent.camera.sources import open_source, parse_spec
 from agent.clock import clock_synced
 from agent.config import Config
 from agent.delivery.client import BackendClient
@@ -31,6 +31,7 @@ from agent.delivery.journal import Journal
 from agent.delivery.live_status import write_live_status
 from agent.delivery.sender import Sender
 from agent.detect.detector import open_detector
+from agent.detect.runtime import delegate_options
 from agent.detect.types import DetectorInfo
 from agent.errors import OperationalError
 from agent.runner import FrameLoop, LoopStats
@@ -81,6 +82,12 @@ def _publish_detector(state_dir: Path, info: DetectorInfo, *, running: bool) -> 
         log.warning("detector status not written", error=str(exc))
 
 
+def check_specs(config: Config) -> None:
+    """Settings whose format the parts define, checked before anything starts (exit 2)."""
+    parse_spec(config.camera.source)
+    delegate_options(config.model.edgetpu_device)
+
+
 def run_agent(
     config: Config,
     *,
@@ -97,6 +104,7 @@ def run_agent(
     """
     env = os.environ if env is None else env
     notifier = Notifier.from_env(env)
+    check_specs(config)
     state_dir = ensure_state_dir(config.state_dir)
     stats = LoopStats()
     with ExitStack() as stack:

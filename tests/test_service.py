@@ -355,3 +355,20 @@ def test_status_of_a_running_agent_says_it_fell_back_to_the_cpu(
     after = json.loads(run_agent_cli("status", "--json", "--state-dir", str(state), "--backend",
                                      backend.url).stdout)
     assert after["service"] == "stopped" and after["accelerator"] is None
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"camera": {"source": "webcam0"}}, "unknown camera source 'webcam0'"),
+    ({"model": {"device": "cpu", "edgetpu_device": "usb0"}},
+     "model.edgetpu_device = 'usb0' is not a device selector"),
+])
+def test_malformed_specs_stop_the_agent_before_it_starts(tmp_path: Path, flags: dict,
+                                                        message: str) -> None:
+    from agent.config import build_config
+    from agent.errors import BadInputError
+    from agent.service import run_agent
+
+    config = build_config(flags={"state": {"dir": str(tmp_path / "s")}, **flags})
+    with pytest.raises(BadInputError, match=message):
+        run_agent(config, stop=threading.Event(), max_frames=1, env={})
+    assert not (tmp_path / "s").exists()  # nothing was started, not even the state dir
