@@ -46,16 +46,22 @@ def test_ack_removes_only_that_event(tmp_path: Path) -> None:
 
 def test_restart_keeps_everything(tmp_path: Path) -> None:
     clock = Clock()
-    j = open_journal(tmp_path, wall_clock=clock)
+    j = open_journal(tmp_path, wall_clock=clock, clock=clock)
     for n in range(10):
         j.append(event(n, "pending" if n % 3 == 0 else "basket"))
         clock.now += 1
     j.ack(event(4).event_id)
     j.dead_letter(event(5).event_id, 422, "no such product", "refused")
-    before = (j.pending(limit=100), j.dead_letters(), j.stats())
+    before = (j.pending(limit=100), j.dead_letters(), replace(j.stats(), oldest_age_s=None))
+    assert j.stats().oldest_age_s == 10.0  # event 0, counted in monotonic time
     j.close()
-    again = open_journal(tmp_path, wall_clock=clock)
-    assert (again.pending(limit=100), again.dead_letters(), again.stats()) == before
+    again = open_journal(tmp_path, wall_clock=clock, clock=clock)
+    assert (again.pending(limit=100), again.dead_letters(),
+            replace(again.stats(), oldest_age_s=None)) == before
+    # Event 0 was appended with an unsynchronised clock: its age counts from this open.
+    # Event 1 (synchronised) is 9 s old by the wall clock.
+    assert (event(0).clock_synced, event(1).clock_synced) == (False, True)
+    assert again.stats().oldest_age_s == 9.0
     assert again.pending(limit=100)[0].appended_at == 1_800_000_000.0
     again.append(event(99))  # seq keeps rising after a restart
     assert again.pending(limit=100)[-1].seq > before[0][-1].seq
@@ -75,7 +81,7 @@ def test_events_round_trip_exactly(tmp_path: Path) -> None:
 
 def test_stats(tmp_path: Path) -> None:
     clock = Clock()
-    j = open_journal(tmp_path, wall_clock=clock)
+    j = open_journal(tmp_path, wall_clock=clock, clock=clock)
     empty = j.stats()
     assert (empty.pending, empty.pending_by_route, empty.oldest_age_s) == (0, {}, None)
     j.append(event(0, "pending"))
@@ -102,7 +108,7 @@ def test_duplicate_append_is_ignored(tmp_path: Path) -> None:
 
 def test_dead_letters_and_requeue_keep_the_event_id(tmp_path: Path) -> None:
     clock = Clock()
-    j = open_journal(tmp_path, wall_clock=clock)
+    j = open_journal(tmp_path, wall_clock=clock, clock=clock)
     for n in range(3):
         j.append(event(n))
     clock.now += 5
@@ -124,7 +130,7 @@ def test_dead_letters_and_requeue_keep_the_event_id(tmp_path: Path) -> None:
     assert j.dead_letters() == []
     assert pending_ids(j) == [event(n).event_id for n in (2, 1, 0)]
     j.close()
-    j = open_journal(tmp_path, wall_clock=clock)
+    j = open_journal(tmp_path, wall_clock=clock, clock=clock)
     assert pending_ids(j) == [event(n).event_id for n in (2, 1, 0)]
     assert j.dead_letters() == []
     j.close()
@@ -188,7 +194,7 @@ def test_a_smaller_max_events_after_restart_overflows_down_to_it(tmp_path: Path)
 def test_expired_events_move_to_dead_letters(tmp_path: Path) -> None:
     clock = Clock()
     config = JournalConfig(max_age_s=100.0)
-    j = open_journal(tmp_path, config, wall_clock=clock)
+    j = open_journal(tmp_path, config, wall_clock=clock, clock=clock)
     j.append(event(0, "pending"))
     clock.now += 60
     j.append(event(1, "basket"))
@@ -203,14 +209,14 @@ def test_expired_events_move_to_dead_letters(tmp_path: Path) -> None:
     assert pending_ids(j) == [event(2).event_id]
     assert j.stats().expired == 2
     j.close()
-    j = open_journal(tmp_path, config, wall_clock=clock)
+    j = open_journal(tmp_path, config, wall_clock=clock, clock=clock)
     assert (j.stats().expired, j.stats().dead_letters) == (2, 2)
     j.close()
 
 
 def test_requeued_events_get_a_fresh_age(tmp_path: Path) -> None:
     clock = Clock()
-    j = open_journal(tmp_path, JournalConfig(max_age_s=100.0), wall_clock=clock)
+    j = open_journal(tmp_path, JournalConfig(max_age_s=100.0), wall_clock=clock, clock=clock)
     j.append(event(0))
     clock.now += 200
     assert j.pending() == []
@@ -303,11 +309,11 @@ def test_read_only_of_a_missing_journal_creates_nothing(tmp_path: Path) -> None:
 def test_read_only_expires_nothing(tmp_path: Path) -> None:
     clock = Clock()
     config = JournalConfig(max_age_s=10.0)
-    with open_journal(tmp_path, config, wall_clock=clock) as j:
-        j.append(event(0))
+    with open_journal(tmp_path, config, wall_clock=clock, clock=clock) as j:
+        j.append(event(1))
     clock.now += 100
-    reader = open_journal(tmp_path, config, wall_clock=clock, read_only=True)
-    assert pending_ids(reader) == [event(0).event_id]
+    reader = open_journal(tmp_path, config, wall_clock=clock, clock=clock, read_only=True)
+    assert pending_ids(reader) == [event(1).event_id]
     assert reader.stats().oldest_age_s == pytest.approx(100)
     reader.close()
 
@@ -469,9 +475,9 @@ def test_failed_compaction_keeps_everything_and_is_retried(tmp_path: Path) -> No
         assert again.stats().lost_records == 0
 
 
-def test_expiry_is_checked_at_most_once_a_second_of_wall_time(tmp_path: Path) -> None:
+def test_expiry_is_checked_at_most_once_a_second(tmp_path: Path) -> None:
     clock = Clock()
-    j = open_journal(tmp_path, JournalConfig(max_age_s=10.0), wall_clock=clock)
+    j = open_journal(tmp_path, JournalConfig(max_age_s=10.0), wall_clock=clock, clock=clock)
     j.append(event(0))
     clock.now += 9.8
     j.append(event(1))  # checks: nothing old enough yet

@@ -1,6 +1,7 @@
 """The journal against a plain in-memory model, driven by hypothesis through random histories.
 
-Appends, acks, dead letters, requeues, the clock moving (expiry), a full or
+Appends, acks, dead letters, requeues, time passing and the wall clock jumping
+as NTP sets it (expiry, measured as the module doc says), a full or
 failing disk refusing an append or an ack, both full policies with tiny
 bounds, and reopening (a restart) at any point: after every step the journal
 must hold exactly what the model holds, in the same order.
@@ -23,15 +24,20 @@ from agent.config import JournalConfig
 from agent.errors import JournalError
 
 MAX_AGE = 100.0
+Pending = tuple[str, str, float, float | None, bool]
 
 
 class JournalModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="journal-model-"))
-        self.clock = Clock()
+        self.clock = Clock()  # the wall clock
+        self.mono = Clock(1000.0)
+        self.opened = self.mono.now
         self.n = 0
-        self.pending: list[tuple[str, str, float]] = []  # (id, route, appended_at), oldest first
+        # (id, route, appended_at, monotonic time written or None if read at open, synced),
+        # oldest first
+        self.pending: list[Pending] = []
         self.dead: list[str] = []
         self.route_of: dict[str, str] = {}
         self.counts = {"overflowed": 0, "expired": 0, "dead_dropped": 0}
@@ -48,8 +54,10 @@ class JournalModel(RuleBasedStateMachine):
 
     def _open(self) -> None:
         self.ops = FlakyOps()
-        self.journal = open_journal(self.dir, self.config, wall_clock=self.clock,
+        self.journal = open_journal(self.dir, self.config, wall_clock=self.clock, clock=self.mono,
                                     segment_bytes=self.segment_bytes, ops=self.ops)
+        self.opened = self.mono.now
+        self.pending = [(i, route, at, None, synced) for i, route, at, _, synced in self.pending]
 
     # -- the model's rules ----------------------------------------------------------------
 
@@ -62,11 +70,16 @@ class JournalModel(RuleBasedStateMachine):
             self.dead.pop(0)
             self.counts["dead_dropped"] += 1
 
+    def _age(self, entry: Pending) -> float:
+        _, _, at, written, synced = entry
+        if written is not None:
+            return self.mono.now - written
+        since_open = self.mono.now - self.opened
+        return max(since_open, self.clock.now - at) if synced else since_open
+
     def _expire(self) -> None:
-        cutoff = self.clock.now - MAX_AGE
-        expired = []
-        while self.pending and self.pending[0][2] < cutoff:
-            expired.append(self.pending.pop(0)[0])
+        expired = [p[0] for p in self.pending if self._age(p) >= MAX_AGE]
+        self.pending = [p for p in self.pending if p[0] not in expired]
         self._to_dead(expired, "expired")
 
     # -- rules ---------------------------------------------------------------------------
@@ -88,7 +101,7 @@ class JournalModel(RuleBasedStateMachine):
             victims = [self.pending.pop(0)[0] for _ in range(over)]
             self._to_dead(victims, "overflowed")
         self.journal.append(e)
-        self.pending.append((e.event_id, route, self.clock.now))
+        self.pending.append((e.event_id, route, self.clock.now, self.mono.now, e.clock_synced))
 
     @rule(route=st.sampled_from(["basket", "pending"]),
           failure=st.sampled_from(["enospc", "short", "eio-sync"]))
@@ -110,7 +123,7 @@ class JournalModel(RuleBasedStateMachine):
     @precondition(lambda self: self.pending)
     @rule(data=st.data())
     def failing_ack(self, data) -> None:
-        event_id, _, _ = data.draw(st.sampled_from(self.pending))
+        event_id = data.draw(st.sampled_from(self.pending))[0]
         self.ops.fail_write = errno.EIO
         try:
             with pytest.raises(JournalError):
@@ -121,7 +134,7 @@ class JournalModel(RuleBasedStateMachine):
     @precondition(lambda self: self.pending)
     @rule(data=st.data())
     def ack_pending(self, data) -> None:
-        event_id, _, _ = data.draw(st.sampled_from(self.pending))
+        event_id = data.draw(st.sampled_from(self.pending))[0]
         self.journal.ack(event_id)
         self.pending = [p for p in self.pending if p[0] != event_id]
 
@@ -135,7 +148,7 @@ class JournalModel(RuleBasedStateMachine):
     @precondition(lambda self: self.pending)
     @rule(data=st.data(), status=st.sampled_from([400, 409, 422]))
     def dead_letter(self, data, status: int) -> None:
-        event_id, _, _ = data.draw(st.sampled_from(self.pending))
+        event_id = data.draw(st.sampled_from(self.pending))[0]
         self.journal.dead_letter(event_id, status, "refused", "refused")
         self.pending = [p for p in self.pending if p[0] != event_id]
         self._to_dead([event_id], None)
@@ -155,7 +168,8 @@ class JournalModel(RuleBasedStateMachine):
             return
         for event_id in targets:
             self.dead.remove(event_id)
-            self.pending.append((event_id, self.route_of[event_id], self.clock.now))
+            self.pending.append((event_id, self.route_of[event_id], self.clock.now,
+                                 self.mono.now, False))
         over = len(self.pending) - self.config.max_events
         if over > 0:
             old = [p for p in self.pending if p[0] not in targets][:over]
@@ -165,6 +179,13 @@ class JournalModel(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([1.0, 30.0, 70.0]))
     def time_passes(self, seconds: float) -> None:
         self.clock.now += seconds
+        self.mono.now += seconds
+
+    @rule(days=st.sampled_from([30, 365]))
+    def wall_clock_jumps(self, days: int) -> None:
+        """NTP sets the clock of a device that was off for a month or a year."""
+        self.clock.now += 1.0 + days * 86400.0
+        self.mono.now += 1.0
 
     @rule()
     def look(self) -> None:
@@ -193,8 +214,8 @@ class JournalModel(RuleBasedStateMachine):
         assert stats.dead_dropped == self.counts["dead_dropped"]
         assert stats.lost_records == 0
         by_route: dict[str, int] = {}
-        for _, route, _ in self.pending:
-            by_route[route] = by_route.get(route, 0) + 1
+        for entry in self.pending:
+            by_route[entry[1]] = by_route.get(entry[1], 0) + 1
         assert stats.pending_by_route == by_route
 
     def teardown(self) -> None:

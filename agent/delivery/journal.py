@@ -42,6 +42,24 @@ one kind of damage opening cannot tell from it is a tail zeroed by the storage
 itself. Storage that acknowledges a flush before the data is on flash
 (some cheap SD cards) can lose more; no software can prevent that.
 
+Expiry (``journal.max_age_s``) must survive a wall clock that jumps: a Pi has
+no real-time clock, and after a month switched off it runs a month behind
+until NTP sets it. An event's age is therefore a lower bound on how long it
+has really been pending, never more:
+
+- written by this process (appended or requeued): monotonic time since then;
+- read at open: monotonic time since the open, or, if the wall clock was
+  synchronised when it was appended (``ProductEvent.clock_synced``, stored as a
+  record flag), the wall clock's age (now - appended_at) when that is larger.
+  Before NTP the wall clock runs behind (fake-hwclock, or a date in the past),
+  so that age then comes out short, not long. Requeued events count as
+  unsynchronised (a requeue may run before NTP).
+
+So a clock jump cannot expire an event early; a restart can only postpone
+the expiry of an unsynchronised event (its age starts again at the open). The
+same age is ``stats().oldest_age_s``. Expiry is checked at most once a second
+(monotonic) by ``append`` and ``pending``.
+
 ``ENOSPC``/``EIO`` on a write raise :class:`JournalError`; the partial record
 is cut back (or, if even that fails, before the next write; at worst it is
 skipped by the CRC check at open), so the journal stays intact and appends
@@ -105,7 +123,7 @@ class DeadLetter:
 class JournalStats:
     pending: int
     pending_by_route: dict[str, int]
-    oldest_age_s: float | None
+    oldest_age_s: float | None  # of the first-appended pending event, as expiry measures it
     dead_letters: int
     lost_records: int
     overflowed: int
@@ -129,7 +147,12 @@ class Journal:
         self._index = opened.index
         self._mutex = threading.RLock()
         self._unsynced_since = 0.0
-        self._expiry_checked = float("-inf")  # wall seconds of the last expiry check
+        self._expiry_checked = float("-inf")  # monotonic seconds of the last expiry check
+        # Every event read at open has been pending at least since now (see "Expiry").
+        self._opened = clock()
+        # No event read at open with a synchronised ``at`` is older than this (wall seconds).
+        self._synced_floor = min((item.at for item in self._index.pending.values()
+                                  if item.synced), default=float("inf"))
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------
@@ -178,7 +201,8 @@ class Journal:
                             event_id=event.event_id)
                 return
             now = self._wall()
-            records = self._expiry_records(now)
+            mono = self._clock()
+            records = self._expiry_records(now, mono)
             leaving = {r.id for r in records}
             over = len(index.pending) - len(leaving) + 1 - self.config.max_events
             if over > 0 and self.config.full_policy == "reject_new":
@@ -199,12 +223,14 @@ class Journal:
             records += self._drop_records(records)
             records.append(rec.make(rec.EVENT, id=event.event_id, route=event.route,
                                     seq=self._next_seq(records), at=now,
+                                    flags=0 if event.clock_synced else rec.UNSYNCED,
                                     tail={"e": _event_dict(event)}))
             try:
                 self._store.commit(records, sync=True)
             except JournalError:
-                self._expiry_checked = float("-inf")  # what expired is still to be moved
+                self._expiry_failed()  # what expired is still to be moved
                 raise
+            index.pending[event.event_id].mono = mono
 
     def pending(self, route: str | None = None, limit: int = 100) -> list[JournalEntry]:
         """Undelivered events, oldest first (per route when ``route`` is given)."""
@@ -277,10 +303,14 @@ class Journal:
             if not targets:
                 return 0
             now = self._wall()
+            mono = self._clock()
             records: list[Rec] = []
             for item in targets:
+                # UNSYNCED: nothing says the wall clock is right now (requeue may run
+                # before NTP), so the new age is counted in monotonic time only.
                 records.append(rec.make(rec.REQUEUE, id=item.event_id, route=item.route,
                                         seq=self._next_seq(records), at=now,
+                                        flags=rec.UNSYNCED,
                                         tail={"e": self._store.tail(item)["e"]}))
             over = len(index.pending) + len(records) - self.config.max_events
             if over > 0:
@@ -288,19 +318,23 @@ class Journal:
                 for victim in list(_take(self._oldest_first(requeued), over)):
                     self._add_dead(records, victim, 0, "", "overflow", now, rec.OVERFLOW)
             self._store.commit(records + self._drop_records(records), sync=True)
+            for record in records:
+                if record.kind == rec.REQUEUE:
+                    index.pending[record.id].mono = mono
             log.info("dead letters requeued", count=len(targets))
             return len(targets)
 
     def stats(self) -> JournalStats:
         with self._mutex:
             index = self._index
-            oldest = min((next(iter(q.values())).at for q in index.routes.values() if q),
-                         default=None)
+            wall, mono = self._wall(), self._clock()
+            oldest = max((self._age(next(iter(q.values())), wall, mono)
+                          for q in index.routes.values() if q), default=None)
             counters = index.counters
             return JournalStats(
                 pending=len(index.pending),
                 pending_by_route={route: len(q) for route, q in index.routes.items() if q},
-                oldest_age_s=None if oldest is None else max(0.0, self._wall() - oldest),
+                oldest_age_s=None if oldest is None else max(0.0, oldest),
                 dead_letters=len(index.dead),
                 lost_records=counters.lost,
                 overflowed=counters.overflowed,
@@ -330,26 +364,56 @@ class Journal:
 
     # -- bounds ----------------------------------------------------------------------------
 
-    def _expiry_records(self, now: float) -> list[Rec]:
+    def _age(self, item: Item, wall: float, mono: float) -> float:
+        """How long ``item`` has surely been pending (see "Expiry" in the module doc)."""
+        if item.mono is not None:  # written by this process: monotonic time alone
+            return mono - item.mono
+        age = mono - self._opened  # read at open: pending at least since then
+        if item.synced:
+            age = max(age, wall - item.at)
+        return age
+
+    def _expiry_records(self, now: float, mono: float) -> list[Rec]:
         records: list[Rec] = []
-        if 0.0 <= now - self._expiry_checked < EXPIRY_CHECK_S:
+        if 0.0 <= mono - self._expiry_checked < EXPIRY_CHECK_S:
             return records  # ages are coarse (max_age_s >= 1 s): not on every append
-        self._expiry_checked = now
-        cutoff = now - self.config.max_age_s
-        heads = (next(iter(queue.values())) for queue in self._index.routes.values())
-        if all(head.at >= cutoff for head in heads):
-            return records  # the common case, without merging the routes
-        for item in self._oldest_first(set()):
-            if item.at >= cutoff:
-                break  # appended_at rises with seq unless the wall clock was set back
-            self._add_dead(records, item, 0, "", "expired", now, rec.EXPIRED)
+        self._expiry_checked = mono
+        max_age = self.config.max_age_s
+        if mono - self._opened < max_age:
+            # Everything written since the open is younger than max_age_s, and so is
+            # what was read at open, unless its synchronised wall age says otherwise.
+            if now - self._synced_floor < max_age:
+                return records  # the common case, without merging the routes
+            floor = float("inf")
+            for item in self._oldest_first(set()):
+                if item.mono is not None:
+                    break  # written since the open: all that follows is too
+                if not item.synced:
+                    continue
+                if now - item.at < max_age:
+                    # ``at`` rises with seq unless the wall clock was set back, in which
+                    # case what follows expires later than it could, never too early.
+                    floor = item.at
+                    break
+                self._add_dead(records, item, 0, "", "expired", now, rec.EXPIRED)
+            self._synced_floor = floor
+        else:
+            # All that was read at open is old enough; what was written since ages in
+            # monotonic time, so ages fall with seq along each route.
+            heads = (next(iter(queue.values())) for queue in self._index.routes.values())
+            if all(self._age(head, now, mono) < max_age for head in heads):
+                return records  # the common case, without merging the routes
+            for item in self._oldest_first(set()):
+                if self._age(item, now, mono) < max_age:
+                    break
+                self._add_dead(records, item, 0, "", "expired", now, rec.EXPIRED)
         if records:
             log.error("events older than journal.max_age_s moved to dead letters",
                       count=len(records), max_age_s=self.config.max_age_s)
         return records
 
     def _expire_now(self) -> None:
-        records = self._expiry_records(self._wall())
+        records = self._expiry_records(self._wall(), self._clock())
         if records:
             self._commit_expiry(records)
 
@@ -357,8 +421,12 @@ class Journal:
         try:
             self._store.commit(records + self._drop_records(records), sync=True)
         except JournalError:
-            self._expiry_checked = float("-inf")  # not moved: look again next time
+            self._expiry_failed()  # not moved: look again next time
             raise
+
+    def _expiry_failed(self) -> None:
+        self._expiry_checked = float("-inf")
+        self._synced_floor = float("-inf")
 
     def _drop_records(self, records: list[Rec]) -> list[Rec]:
         """Drops of the oldest dead letters so the store stays within max_dead_letters."""
@@ -382,6 +450,8 @@ class Journal:
         """Add a record moving ``item`` to the dead letters to this batch."""
         tail = {"e": self._store.tail(item)["e"], "status": int(status),
                 "body": str(body)[:BODY_MAX], "reason": reason, "when": now}
+        if not item.synced:
+            flags |= rec.UNSYNCED
         records.append(rec.make(rec.DEAD, id=item.event_id, route=item.route,
                                 seq=self._next_seq(records), at=item.at, flags=flags,
                                 tail=tail))

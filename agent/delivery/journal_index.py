@@ -23,12 +23,16 @@ from agent.delivery.journal_records import Rec
 
 
 class Item:
-    """A pending event or a dead letter: identity, order key, age, and its record's place."""
+    """A pending event or a dead letter: identity, order key, age, and its record's place.
 
-    __slots__ = ("at", "event_id", "offset", "route", "segment", "seq", "size")
+    ``synced``: ``at`` came from a synchronised wall clock. ``mono``: the monotonic
+    time this process wrote it, or None when it was read at open.
+    """
+
+    __slots__ = ("at", "event_id", "mono", "offset", "route", "segment", "seq", "size", "synced")
 
     def __init__(self, event_id: str, route: str, seq: int, at: float, segment: int,
-                 offset: int, size: int) -> None:
+                 offset: int, size: int, synced: bool = True) -> None:
         self.event_id = event_id
         self.route = route
         self.seq = seq
@@ -36,6 +40,8 @@ class Item:
         self.segment = segment
         self.offset = offset
         self.size = size
+        self.synced = synced
+        self.mono: float | None = None
 
 
 @dataclass
@@ -144,7 +150,8 @@ class Index:
             return
         if current is not None or event_id in self.pending or event_id in self.dead:
             self._remove(event_id)
-        item = Item(event_id, record.route, record.seq, record.at, segment, offset, size)
+        item = Item(event_id, record.route, record.seq, record.at, segment, offset, size,
+                    not record.flags & rec.UNSYNCED)
         target[event_id] = item
         if not self.replaying:
             if target is self.pending:

@@ -47,6 +47,9 @@ _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 COPY = 1  # a compaction copy of a record from an older segment
 OVERFLOW = 2  # a dead letter made by journal.max_events
 EXPIRED = 4  # a dead letter made by journal.max_age_s
+# An event or requeue whose ``at`` came from a wall clock not known to be synchronised:
+# its age is measured by the monotonic clock only (see agent.delivery.journal).
+UNSYNCED = 8
 
 
 class Rec(NamedTuple):
