@@ -296,3 +296,34 @@ def test_bad_injections_are_rejected(backend: ReferenceBackend) -> None:
         backend.inject("/api/basket", 500, times=0)
     with pytest.raises(ValueError):
         backend.inject("/api/basket", 500, delay_s=-1)
+
+
+def test_each_call_records_the_body_event_id(backend: ReferenceBackend,
+                                             http: requests.Session) -> None:
+    device = register(http, backend)["deviceId"]
+    backend.inject("/api/basket", 503)
+    backend.inject("/api/basket", raw=b"")
+    post(http, backend, "/api/basket", item(device, "ev-a"), headers={"Idempotency-Key": "k-a"})
+    with pytest.raises(requests.ConnectionError):
+        post(http, backend, "/api/basket", item(device, "ev-b"))
+    post(http, backend, "/api/basket", item(device, "ev-c"), headers={"Idempotency-Key": "k-c"})
+    http.post(backend.url + "/api/basket", data=b"not json", timeout=5)
+    post(http, backend, "/api/basket", ["eventId"])
+    post(http, backend, "/api/basket", item(device, 7))  # not a string: not an id
+    calls = [(c.status, c.event_id, c.idempotency_key) for c in backend.calls[1:]]
+    assert calls[:3] == [(503, "ev-a", "k-a"), (0, "ev-b", None), (201, "ev-c", "k-c")]
+    assert [event_id for _, event_id, _ in calls[3:]] == [None, None, None]
+    assert backend.calls[0].event_id is None  # register: {} has no eventId
+
+
+def test_a_body_cut_off_by_a_client_that_went_away_is_not_handled(
+        backend: ReferenceBackend, http: requests.Session) -> None:
+    device = register(http, backend)["deviceId"]
+    with socket.create_connection((backend.host, backend.port), timeout=5) as sock:
+        sock.sendall(b"POST /api/basket HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Idempotency-Key: ev-cut\r\nContent-Length: 400\r\n\r\n{\"eventId\": \"ev-")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # closed without an answer
+    assert post(http, backend, "/api/basket", item(device, "ev-ok")).status_code == 201
+    assert [call.path for call in backend.calls] == ["/api/devices/register", "/api/basket"]
+    assert [stored["eventId"] for stored in backend.basket_items()] == ["ev-ok"]

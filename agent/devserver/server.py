@@ -37,13 +37,27 @@ CALL_LOG_MAX = 100_000
 
 @dataclass(frozen=True)
 class Call:
-    """One request as the backend answered it (``status`` 0: connection dropped or raw bytes)."""
+    """One request as the backend answered it (``status`` 0: connection dropped or raw bytes).
+
+    ``event_id`` is the body's ``eventId`` when the body is a JSON object with one.
+    """
 
     method: str
     path: str
     status: int
     idempotency_key: str | None
     injected: bool
+    event_id: str | None = None
+
+
+def body_event_id(body: bytes) -> str | None:
+    """The ``eventId`` string of a JSON object body, else None."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = data.get("eventId") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class _Server(ThreadingHTTPServer):
@@ -119,13 +133,14 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         key = headers.get("idempotency-key")
+        event_id = body_event_id(body) if body else None
         fault = backend.faults.take(split.path)
         if fault is not None and not fault.passthrough:
-            self._answer_fault(method, split.path, key, fault)
+            self._answer_fault(method, split.path, key, event_id, fault)
             return
         status, payload = backend.app.handle(method, split.path, dict(parse_qsl(split.query)),
                                              headers, body)
-        backend.record(Call(method, split.path, status, key, fault is not None))
+        backend.record(Call(method, split.path, status, key, fault is not None, event_id))
         if fault is not None and fault.delay_s and backend.wait_stopping(fault.delay_s):
             self.close_connection = True  # stopped mid-delay: go away without an answer
             return
@@ -144,21 +159,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(413 if length > MAX_BODY else 422, {"error": "bad Content-Length"})
             self.close_connection = True
             return None
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client went away mid-body (killed while sending): no request to answer.
+            log.debug("request body cut off", path=self.path, expected=length, got=len(body))
+            self.close_connection = True
+            return None
+        return body
 
-    def _answer_fault(self, method: str, path: str, key: str | None, fault: Fault) -> None:
+    def _answer_fault(self, method: str, path: str, key: str | None, event_id: str | None,
+                      fault: Fault) -> None:
         backend = self.server.backend
         if fault.delay_s and backend.wait_stopping(fault.delay_s):
             self.close_connection = True  # stopped mid-delay: go away without an answer
             return
         if fault.raw is not None:
-            backend.record(Call(method, path, 0, key, True))
+            backend.record(Call(method, path, 0, key, True, event_id))
             if fault.raw:
                 self.wfile.write(fault.raw)
                 self.wfile.flush()
             self.close_connection = True
             return
-        backend.record(Call(method, path, fault.status, key, True))
+        backend.record(Call(method, path, fault.status, key, True, event_id))
         if fault.body is None:
             payload: bytes = json.dumps({"error": "injected", "status": fault.status}).encode()
         elif isinstance(fault.body, str):
