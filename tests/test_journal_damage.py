@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from journal_support import event, open_journal, pending_ids, segments
 from structlog.testing import capture_logs
 
 from agent.delivery import journal_records as rec
+from agent.errors import JournalError
 
 N_EVENTS = 40
 
@@ -232,3 +235,68 @@ def test_read_only_opens_beside_a_busy_writer_never_fail_or_report_loss(tmp_path
         thread.join(timeout=30)
     assert not thread.is_alive() and failures == []
     writer.close()
+
+
+def test_an_unreadable_last_segment_does_not_stop_the_journal(tmp_path: Path) -> None:
+    """A directory where the last segment was: the journal opens and appends past it."""
+    with open_journal(tmp_path) as j:
+        j.append(event(1))
+    journal_dir = tmp_path / "journal"
+    (journal_dir / "seg-00000002.log").mkdir()
+    with open_journal(tmp_path, read_only=True) as reader:
+        assert pending_ids(reader) == [event(1).event_id]
+        assert reader.stats().lost_records == 1
+    with open_journal(tmp_path) as j:
+        assert j.stats().lost_records == 1
+        j.append(event(2))
+    assert [p.name for p in segments(tmp_path)] == ["seg-00000001.log", "seg-00000003.log"]
+    assert (journal_dir / "seg-00000002.log.unreadable.0").is_dir()
+    with open_journal(tmp_path) as j:
+        assert pending_ids(j) == [event(1).event_id, event(2).event_id]
+        assert j.stats().lost_records == 1  # recorded once, not again
+
+
+def test_a_last_segment_that_cannot_be_written_gets_a_successor(tmp_path: Path) -> None:
+    """A segment left read-only (say, a root-owned copy): appends go to a new one."""
+    # As root, the child runs as nobody, who must be able to reach the state directory.
+    state = Path(tempfile.mkdtemp(prefix="journal-perm-")) if os.geteuid() == 0 else tmp_path
+    try:
+        _successor_after_a_read_only_segment(state)
+    finally:
+        if state != tmp_path:
+            shutil.rmtree(state)
+
+
+def _successor_after_a_read_only_segment(state: Path) -> None:
+    with open_journal(state) as j:
+        j.append(event(1))
+    journal_dir = state / "journal"
+    (journal_dir / "seg-00000001.log").chmod(0o444)
+    if os.geteuid() == 0:  # the segment stays root's; the rest becomes the child's
+        for path in (state, journal_dir, journal_dir / "LOCK"):
+            os.chown(path, 65534, 65534)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: an unprivileged user, as the service runs
+        message = b"ok"
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            with open_journal(state) as j:
+                j.append(event(2))
+                if pending_ids(j) != [event(1).event_id, event(2).event_id]:
+                    message = b"wrong pending"
+        except (JournalError, OSError) as exc:  # reported to the parent, which asserts
+            message = repr(exc).encode()
+        finally:
+            os.write(write, message)
+            os._exit(0)
+    os.close(write)
+    try:
+        os.waitpid(pid, 0)
+        message = os.read(read, 4096).decode()
+    finally:
+        os.close(read)
+    assert message == "ok"
+    assert [p.name for p in segments(state)] == ["seg-00000001.log", "seg-00000002.log"]

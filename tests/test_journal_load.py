@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.delivery import journal_records as rec
-from agent.delivery.journal_load import load, lock
+from agent.delivery.journal_load import estimate_lost_records, load, lock
 from agent.errors import JournalBusyError, JournalError
 
 
@@ -62,11 +65,79 @@ def test_lock_is_exclusive_and_released_with_its_descriptor(tmp_path: Path) -> N
     os.close(lock(directory))
 
 
-def test_an_unreadable_segment_is_an_io_error_not_damage(tmp_path: Path) -> None:
+def test_an_unreadable_segment_is_moved_aside_counted_and_named(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
-    (directory / "seg-00000001.log").mkdir(parents=True)  # EISDIR on read
-    with pytest.raises(JournalError, match="cannot read the journal"):
-        load(directory, repair=True)
+    _segment(directory, 1, _event(1), _event(2))
+    (directory / "seg-00000002.log").mkdir()  # EISDIR on read
+    _segment(directory, 3, _event(3))
+    with capture_logs() as logs:
+        loaded = load(directory, repair=True)
+    assert sorted(loaded.index.pending) == ["e1", "e2", "e3"]
+    assert loaded.lost_now == 1 and loaded.highest == 3
+    loaded.close()
+    assert (directory / "seg-00000002.log.unreadable.0").is_dir()
+    assert not (directory / "seg-00000002.log").exists()
+    [entry] = [e for e in logs if e["log_level"] == "error"]
+    assert str(directory / "seg-00000002.log") == entry["segment"]
+    assert entry["moved_to"] == "seg-00000002.log.unreadable.0"
+
+
+def test_a_reader_skips_an_unreadable_segment_and_leaves_it(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    _segment(directory, 1, _event(1))
+    (directory / "seg-00000002.log").mkdir()
+    with capture_logs() as logs:
+        loaded = load(directory, repair=False)
+    assert list(loaded.index.pending) == ["e1"] and loaded.index.counters.lost == 1
+    loaded.close()
+    assert (directory / "seg-00000002.log").is_dir()
+    assert any(e["log_level"] == "error" and e["segment"].endswith("seg-00000002.log")
+               for e in logs)
+
+
+def test_a_fifo_under_a_segment_name_does_not_hang_the_open(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    _segment(directory, 1, _event(1))
+    os.mkfifo(directory / "seg-00000002.log")
+    loaded = load(directory, repair=True)
+    assert list(loaded.index.pending) == ["e1"] and loaded.lost_now == 1
+    loaded.close()
+    assert stat.S_ISFIFO(os.lstat(directory / "seg-00000002.log.unreadable.0").st_mode)
+
+
+def test_an_unreadable_segment_that_cannot_be_moved_is_skipped(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    _segment(directory, 1, _event(1))
+    (directory / "seg-00000002.log").mkdir()
+
+    def cannot_move(path: Path, reason: str) -> Path:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    with capture_logs() as logs:
+        loaded = load(directory, repair=True, aside=cannot_move)
+    assert list(loaded.index.pending) == ["e1"]
+    assert (loaded.lost_now, loaded.index.counters.lost, loaded.highest) == (0, 1, 2)
+    loaded.close()
+    assert (directory / "seg-00000002.log").is_dir()
+    [entry] = [e for e in logs if e["log_level"] == "error"]
+    assert entry["move_error"] == os.strerror(errno.EROFS) and "retry" in entry["event"]
+
+
+def test_the_loss_of_an_unreadable_segment_is_estimated_from_its_size(tmp_path: Path) -> None:
+    big = tmp_path / "seg-00000003.log"
+    big.write_bytes(b"x" * (rec.TYPICAL_RECORD * 10))
+    assert estimate_lost_records(big) == 10
+    big.write_bytes(b"")
+    assert estimate_lost_records(big) == 1
+    assert estimate_lost_records(tmp_path) == 1  # a directory: at least one
+    assert estimate_lost_records(tmp_path / "gone") == 1
+
+
+def test_a_failing_journal_directory_is_fatal_and_named(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "journal"
+    not_a_directory.write_bytes(b"")
+    with pytest.raises(JournalError, match=f"cannot read the journal in {not_a_directory}"):
+        load(not_a_directory, repair=True)
 
 
 def test_no_permission_says_how_to_fix_it(tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ class SegmentStore:
         # Zero ahead no further than a segment reaches before the next one starts.
         self._chunk = min(PREALLOCATE, segment_bytes)
         self._active: ActiveSegment | None = None
+        # New segments are numbered past every segment listed at open, read or not.
+        self._highest = loaded.highest
         self.unsynced = 0  # batches written since the last fdatasync
 
     def start(self, lost_now: int) -> None:
@@ -53,15 +55,16 @@ class SegmentStore:
         if that is what failed), and the loss count is kept in memory meanwhile.
         """
         numbers = sorted(self._sizes)
-        if numbers:
+        if numbers and numbers[-1] >= self._highest:
+            # Appends go on in the last segment; when it cannot be written (or a later
+            # one was unreadable) a new segment takes them.
             try:
                 self._active = ActiveSegment(self.directory, numbers[-1], self._ops,
                                              create=False, size=self._sizes[numbers[-1]],
                                              chunk=self._chunk)
-                if numbers[-1] not in self._fds:
-                    self._fds[numbers[-1]] = _open_read(self._active.path)
             except OSError as exc:
-                raise _write_error(exc, self.directory) from exc
+                log.error("cannot append to the last journal segment; starting a new one",
+                          segment=segment_name(numbers[-1]), error=exc.strerror or str(exc))
         try:
             if self._active is None:
                 self._ensure_active()
@@ -113,7 +116,7 @@ class SegmentStore:
     def _ensure_active(self) -> ActiveSegment:
         if self._active is None:
             try:
-                self._new_segment(max(self._sizes, default=0) + 1)
+                self._new_segment(max(max(self._sizes, default=0), self._highest) + 1)
             except OSError as exc:
                 raise _write_error(exc, self.directory) from exc
         assert self._active is not None
@@ -146,6 +149,7 @@ class SegmentStore:
                 pass  # an empty or torn segment is harmless at open
             raise
         self._active = segment
+        self._highest = max(self._highest, number)
         self._fds[number] = fd
         self._sizes[number] = segment.size
         self.index.apply(self.index.counters.meta(), number, 0, segment.size)
