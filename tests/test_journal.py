@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -366,6 +367,30 @@ def test_acks_are_synced_in_batches_and_on_time(tmp_path: Path) -> None:
     j.ack(event(journal_mod.ACK_SYNC_EVERY + 1).event_id)
     j.close()  # and close syncs what is left
     assert ops.syncs == syncs + 3
+
+
+def test_stats_syncs_acks_that_are_due(tmp_path: Path) -> None:
+    """A sender idle after its last ack still calls stats() for its status line."""
+    ops = FlakyOps()
+    tick = Clock(100.0)
+    j = open_journal(tmp_path, ops=ops, clock=tick)
+    j.append(event(0))
+    j.append(event(1))
+    syncs = ops.syncs
+    j.ack(event(0).event_id)
+    j.stats()
+    assert ops.syncs == syncs  # not due yet
+    tick.now += journal_mod.ACK_SYNC_S
+    ops.fail_sync = errno.EIO
+    with capture_logs() as logs:
+        assert j.stats().pending == 1  # a failing sync does not fail the report
+    assert any(e["event"] == "journal ack sync failed" for e in logs)
+    ops.fail_sync = None
+    j.stats()
+    assert ops.syncs == syncs + 2  # the failed try and the one that worked
+    j.stats()
+    assert ops.syncs == syncs + 2  # nothing left to sync
+    j.close()
 
 
 def test_segments_roll_and_compaction_deletes_acked_ones(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ Opening (:mod:`journal_load`) replays the segments in order into an in-memory
 index (:mod:`journal_index`); a damaged stretch is skipped, the intact records
 are kept, the original file is moved aside and the loss is counted in
 ``stats().lost_records`` and logged at ERROR. Opening never raises on damaged
-content or a full disk, only on real I/O errors and a held lock. Writing and
-compaction are in :mod:`journal_store`, the files in :mod:`journal_segments`.
+or unreadable segments or a full disk, only when the journal directory itself
+fails and on a held lock. Writing and compaction are in :mod:`journal_store`,
+the files in :mod:`journal_segments`.
 Compaction (at each new segment) deletes the oldest segment once nothing in
 it is live, copying its few live records forward first when that frees space.
 
@@ -24,17 +25,20 @@ milliseconds and flash wear):
   no file-size change and no filesystem-journal commit per event (cheaper, and
   less wear on an SD card; one extra write of zeroes per ~800 events).
 - ``ack`` writes its record at once (``kill -9`` loses nothing) and
-  ``fdatasync``s every ``ACK_SYNC_EVERY`` (32) acks; any append (same file),
-  any journal call ``ACK_SYNC_S`` (1 s) after an unsynced ack, a new segment
-  and ``close`` sync them sooner.
+  ``fdatasync``s every ``ACK_SYNC_EVERY`` (32) acks. Sooner: any ``append``,
+  ``dead_letter`` or ``requeue`` (same file), a new segment and ``close``; and
+  ``pending``, ``ack`` or ``stats`` once ``ACK_SYNC_S`` (1 s) has passed since
+  the oldest unsynced ack. Nothing runs on a timer: an idle journal keeps its
+  unsynced acks until the next such call, however long that takes.
 - ``dead_letter`` and ``requeue`` are rare and ``fdatasync`` every time.
 - New segments are ``fdatasync``ed and the directory ``fsync``ed before use;
   a segment is deleted (and the directory fsynced) only after the live records
   it held were copied forward and synced.
 
 What a power cut can lose: never an appended event. It can undo at most
-``ACK_SYNC_EVERY - 1`` (31) acks, whose events are then sent again (the
-backend drops the repeats by their Idempotency-Key), and tear the record being
+``ACK_SYNC_EVERY - 1`` (31) acks, however long ago they were made (see above),
+whose events are then sent again (the backend drops the repeats by their
+Idempotency-Key), and tear the record being
 written at that instant (an append that had not returned, so the caller still
 holds the event; or an ack: one more repeat), which the next open moves aside
 and counts. Zeroes at the end of a segment read as space zeroed ahead, so the
@@ -325,7 +329,13 @@ class Journal:
             return len(targets)
 
     def stats(self) -> JournalStats:
+        """Counts and the oldest age; also syncs acks that are due (see the module doc)."""
         with self._mutex:
+            if not self.read_only and not self._closed:
+                try:
+                    self._ack_sync_due()
+                except JournalError as exc:  # reporting must not fail; the next call retries
+                    log.error("journal ack sync failed", error=str(exc))
             index = self._index
             wall, mono = self._wall(), self._clock()
             oldest = max((self._age(next(iter(q.values())), wall, mono)
