@@ -21,7 +21,6 @@ from agent.delivery.client import (
     TRANSIENT,
     BackendClient,
     event_payload,
-    redact_url,
 )
 from agent.delivery.journal import Journal
 from agent.devserver import ReferenceBackend
@@ -132,11 +131,6 @@ def test_logs_never_carry_credentials_or_payloads(backend: ReferenceBackend) -> 
     text = repr(logs)
     assert logs, "the transient answer and the failed probe are logged"
     assert "s3cret-token" not in text and "P-private" not in text
-
-
-def test_redact_url() -> None:
-    assert redact_url("http://user:pw@host:3000/x") == "http://host:3000/x"
-    assert redact_url("https://host/") == "https://host/"
 
 
 def test_event_payload_follows_the_contract_per_route() -> None:

@@ -116,7 +116,8 @@ def check_camera(config: Config) -> Check:
 
 
 def check_backend(config: Config) -> Check:
-    from agent.delivery.client import BackendClient, redact_url
+    from agent.delivery.client import BackendClient
+    from agent.delivery.identity import redact_url
 
     client = BackendClient(config.backend, config.delivery)
     try:

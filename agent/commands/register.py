@@ -8,8 +8,8 @@ import time
 from agent import __version__
 from agent.clock import utc_iso
 from agent.config import Config
-from agent.delivery.client import REFUSED, BackendClient, redact_url
-from agent.delivery.identity import Identity, IdentityStore
+from agent.delivery.client import REFUSED, BackendClient
+from agent.delivery.identity import Identity, IdentityStore, redact_url
 from agent.errors import BackendConfigFault, BackendError
 
 HELP = "register this device with the backend and print its deviceId and pairing code"

@@ -47,7 +47,6 @@ from agent.basket.event import ROUTE_BASKET, ROUTE_PENDING, ProductEvent
 from agent.config import BackendConfig, DeliveryConfig
 from agent.delivery.breaker import CircuitOpen, MonotonicBreaker
 from agent.delivery.identity import Identity
-from agent.delivery.identity import redact_url as redact_url  # callers of the client use it
 
 log = structlog.get_logger(__name__)
 
