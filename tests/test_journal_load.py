@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from agent.delivery import journal_records as rec
 from agent.delivery.journal_load import estimate_lost_records, load, lock
+from agent.delivery.journal_segments import KEEP_ASIDE
 from agent.errors import JournalBusyError, JournalError
 
 
@@ -167,3 +168,17 @@ def test_no_permission_says_how_to_fix_it(tmp_path: Path) -> None:
         directory.chmod(0o700)
     assert os.WIFEXITED(status)
     assert "cannot read the journal" in message and "sudo" in message, message
+
+
+def test_opening_keeps_only_the_newest_moved_aside_segments(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    _segment(directory, 20, _event(1))
+    for n in range(1, 13):
+        (directory / f"seg-{n:08d}.log.damaged.0").write_bytes(b"x")
+    (directory / "seg-00000021.log").mkdir()  # moved aside at this open: the newest
+    load(directory, repair=False).close()  # a reader deletes nothing
+    assert len(list(directory.glob("*.damaged.*"))) == 12
+    load(directory, repair=True).close()
+    left = sorted(p.name for p in directory.glob("seg-*.log.*"))
+    assert len(left) == KEEP_ASIDE and "seg-00000021.log.unreadable.0" in left
+    assert "seg-00000003.log.damaged.0" not in left and "seg-00000004.log.damaged.0" in left

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 from journal_support import FlakyOps
+from structlog.testing import capture_logs
 
 from agent.delivery.journal_segments import (
     ActiveSegment,
     FileOps,
     finish_interrupted_repairs,
     list_segments,
+    prune_aside,
     replace_damaged,
     segment_name,
 )
@@ -135,3 +137,25 @@ def test_interrupted_repair_after_the_move_is_completed(tmp_path: Path) -> None:
     finish_interrupted_repairs(tmp_path)
     assert (tmp_path / segment_name(1)).read_bytes() == b"original"
     assert list_segments(tmp_path) == [1]
+
+
+def test_only_the_newest_moved_aside_segments_are_kept(tmp_path: Path) -> None:
+    names = [f"seg-{n:08d}.log.damaged.0" for n in range(1, 9)]
+    names += ["seg-00000009.log.unreadable.0", "seg-00000009.log.damaged.1",
+              "seg-00000010.log.damaged.0"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "seg-00000002.log.unreadable.0").mkdir()  # an old directory, moved aside
+    (tmp_path / "seg-00000002.log.unreadable.0" / "inside").write_bytes(b"x")
+    for keep in ("seg-00000001.log", "seg-00000001.log.repair", "LOCK", "notes.damaged.0"):
+        (tmp_path / keep).write_bytes(b"")
+    with capture_logs() as logs:
+        deleted = prune_aside(tmp_path, keep=9)
+    assert sorted(deleted) == ["seg-00000001.log.damaged.0", "seg-00000002.log.damaged.0",
+                               "seg-00000002.log.unreadable.0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        set(names) - set(deleted) | {"seg-00000001.log", "seg-00000001.log.repair", "LOCK",
+                                     "notes.damaged.0"})
+    [entry] = [e for e in logs if e["event"] == "old moved-aside journal segments deleted"]
+    assert sorted(entry["files"]) == sorted(deleted)
+    assert prune_aside(tmp_path, keep=9) == []

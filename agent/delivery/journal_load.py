@@ -27,6 +27,7 @@ from agent.delivery.journal_index import Index
 from agent.delivery.journal_segments import (
     finish_interrupted_repairs,
     list_segments,
+    prune_aside,
     replace_damaged,
     segment_name,
 )
@@ -103,6 +104,8 @@ def load(directory: Path, *, repair: bool,
         for position, number in enumerate(numbers):
             _load_segment(directory, number, position == len(numbers) - 1, repair, loaded,
                           aside)
+        if repair:
+            prune_aside(directory)
     except OSError as exc:
         loaded.close()
         raise JournalError(f"cannot read the journal in {directory}: {exc.strerror or exc}",

@@ -5,7 +5,10 @@ order. Only the highest-numbered one is ever appended to. A damaged segment is
 repaired by writing its intact records to ``<name>.repair`` (fsynced), moving
 the original aside with :func:`agent.fsutil.move_aside`, then renaming the
 repair into place; :func:`finish_interrupted_repairs` completes or discards a
-repair a crash interrupted, so every step is safe to die in.
+repair a crash interrupted, so every step is safe to die in. Of the segments
+moved aside (``<name>.damaged.N``, ``<name>.unreadable.N``) only the
+``KEEP_ASIDE`` newest are kept (:func:`prune_aside`), so repeated damage cannot
+fill the card.
 """
 
 from __future__ import annotations
@@ -14,13 +17,20 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 from pathlib import Path
+
+import structlog
 
 from agent.fsutil import fsync_dir, move_aside
 
+log = structlog.get_logger(__name__)
+
 _SEGMENT = re.compile(r"^seg-(\d{8})\.log$")
 _REPAIR = re.compile(r"^(seg-\d{8}\.log)\.repair$")
+_ASIDE = re.compile(r"^seg-(\d{8})\.log\.(?:damaged|unreadable)\.(\d+)$")
 REPAIR_SUFFIX = ".repair"
+KEEP_ASIDE = 10
 # Zeroed ahead of the appends: one file-size change per this many bytes, not per event.
 PREALLOCATE = 256 << 10
 
@@ -75,6 +85,38 @@ def finish_interrupted_repairs(directory: Path) -> None:
         changed = True
     if changed:
         fsync_dir(directory)
+
+
+def prune_aside(directory: Path, keep: int = KEEP_ASIDE) -> list[str]:
+    """Delete all but the ``keep`` newest moved-aside segments; return the names deleted.
+
+    Newest means the highest segment number (segments are numbered as written),
+    then the highest move-aside count. A failure to delete is logged, not raised.
+    """
+    found = []
+    for name in os.listdir(directory):
+        match = _ASIDE.match(name)
+        if match:
+            found.append((int(match.group(1)), int(match.group(2)), name))
+    found.sort(reverse=True)
+    deleted = []
+    for _, _, name in found[max(0, keep):]:
+        path = directory / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as exc:
+            log.error("could not delete an old moved-aside journal segment", file=name,
+                      error=exc.strerror or str(exc))
+            continue
+        deleted.append(name)
+    if deleted:
+        log.warning("old moved-aside journal segments deleted", files=deleted, kept=keep)
+        with contextlib.suppress(OSError):  # not durable yet is harmless: deleted again
+            fsync_dir(directory)
+    return deleted
 
 
 def read_whole(path: Path) -> bytes:
