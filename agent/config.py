@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -266,7 +267,8 @@ def _url_problem(url: str) -> str:
 def _check_url(url: str) -> None:
     problem = _url_problem(url)
     if problem:
-        raise ConfigError(f"backend.url = {url!r} is not a usable base URL ({problem})",
+        shown = re.sub(r"//[^/@]*@", "//***@", url)  # never echo credentials
+        raise ConfigError(f"backend.url = {shown!r} is not a usable base URL ({problem})",
                           fix="use e.g. http://basket.example:3000")
 
 

@@ -188,3 +188,9 @@ def test_config_that_fails_to_read_is_a_config_error() -> None:
     # /proc/self/mem exists and opens, but reading it at offset 0 fails with EIO.
     with pytest.raises(ConfigError, match="cannot be read: Input/output error"):
         load_config("/proc/self/mem", env={})
+
+
+def test_a_bad_backend_url_is_reported_without_its_credentials() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(flags={"backend": {"url": "http://user:s3cret@host:99999"}})
+    assert "s3cret" not in str(info.value) and "//***@host:99999" in str(info.value)
