@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pwd
 import tempfile
 from pathlib import Path
+
+from agent.errors import OperationalError
 
 
 def fsync_dir(directory: Path) -> None:
@@ -51,3 +54,27 @@ def move_aside(path: Path, reason: str) -> Path:
     os.replace(path, target)
     fsync_dir(path.parent)
     return target
+
+
+def refuse_foreign_state(state_dir: Path, command: str, *, euid: int | None = None) -> None:
+    """Root must not write into another user's state dir: the service could not read the files.
+
+    ``basketagent flush`` run with sudo would otherwise leave root-owned journal
+    segments or an identity behind, and the service (user basketagent) would
+    fail on its next start.
+    """
+    euid = os.geteuid() if euid is None else euid
+    try:
+        owner = Path(state_dir).stat().st_uid
+    except OSError:
+        return  # not there yet (created by whoever runs), or unreadable: reported later
+    if euid != 0 or owner == 0:
+        return
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    raise OperationalError(
+        f"state dir {state_dir} belongs to user {name}; '{command}' run as root would leave "
+        "files there that the service cannot read",
+        fix=f"sudo -u {name} basketagent {command}")

@@ -34,6 +34,7 @@ from agent.detect.detector import open_detector
 from agent.detect.runtime import delegate_options
 from agent.detect.types import DetectorInfo
 from agent.errors import OperationalError
+from agent.fsutil import refuse_foreign_state
 from agent.runner import FrameLoop, LoopStats
 from agent.systemd import Notifier
 
@@ -105,6 +106,7 @@ def run_agent(
     env = os.environ if env is None else env
     notifier = Notifier.from_env(env)
     check_specs(config)
+    refuse_foreign_state(config.state_dir, "run")
     state_dir = ensure_state_dir(config.state_dir)
     stats = LoopStats()
     with ExitStack() as stack:

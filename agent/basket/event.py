@@ -33,7 +33,7 @@ class ProductEvent:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ProductEvent":
+    def from_dict(cls, data: dict[str, Any]) -> ProductEvent:
         return cls(
             event_id=str(data["event_id"]),
             route=str(data["route"]),

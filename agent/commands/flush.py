@@ -14,6 +14,7 @@ from typing import TextIO
 from agent.commands.common import positive_float
 from agent.config import Config
 from agent.errors import EXIT_OK, JournalBusyError, OperationalError
+from agent.fsutil import refuse_foreign_state
 
 HELP = "deliver the journaled events now; exit 0 when the journal is empty, 1 when not"
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> 
     from agent.delivery.sender import Sender
 
     out = out or sys.stdout
+    refuse_foreign_state(config.state_dir, "flush")
     journal = open_journal_for_writing(config)
     try:
         stats = journal.stats()

@@ -11,6 +11,7 @@ from agent.config import Config
 from agent.delivery.client import REFUSED, BackendClient
 from agent.delivery.identity import Identity, IdentityStore, redact_url
 from agent.errors import BackendConfigFault, BackendError
+from agent.fsutil import refuse_foreign_state
 
 HELP = "register this device with the backend and print its deviceId and pairing code"
 
@@ -22,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    refuse_foreign_state(config.state_dir, "register")
     store = IdentityStore(config.state_dir, backend_url=config.backend.url)
     identity = None if args.force else store.load()
     if identity is not None:

@@ -13,6 +13,7 @@ from typing import TextIO
 from agent.commands.flush import open_journal_for_writing
 from agent.config import Config
 from agent.errors import EXIT_OK, BadInputError
+from agent.fsutil import refuse_foreign_state
 
 HELP = "move dead letters (events the backend refused) back to the journal to be sent again"
 
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> 
     if args.all == bool(args.event_ids):
         raise BadInputError("name the dead letters to requeue",
                             fix="give --all or one or more EVENT_IDs, not both")
+    refuse_foreign_state(config.state_dir, "requeue")
     journal = open_journal_for_writing(config)
     try:
         if args.all:
