@@ -72,7 +72,6 @@ work again when space returns.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import os
 import threading
@@ -87,6 +86,7 @@ import structlog
 from agent.basket.event import ProductEvent
 from agent.config import JournalConfig
 from agent.delivery import journal_records as rec
+from agent.delivery.journal_event import event_dict, event_tail
 from agent.delivery.journal_index import Item
 from agent.delivery.journal_load import Loaded, load, lock
 from agent.delivery.journal_records import Rec
@@ -198,14 +198,23 @@ class Journal:
     def append(self, event: ProductEvent) -> None:
         """Durable on return (``fdatasync``); JournalError on a full or failing disk."""
         with self._mutex:
-            self._writable()
+            if self._closed or self.read_only:
+                self._writable()  # raises
             index = self._index
-            if event.event_id in index.pending or event.event_id in index.dead:
-                log.warning("event already journaled; not appended twice",
-                            event_id=event.event_id)
+            event_id = event.event_id
+            if event_id in index.pending or event_id in index.dead:
+                log.warning("event already journaled; not appended twice", event_id=event_id)
                 return
             now = self._wall()
             mono = self._clock()
+            if (0.0 <= mono - self._expiry_checked < EXPIRY_CHECK_S
+                    and len(index.pending) < self.config.max_events):
+                # The usual case: no expiry check due, room for the event, so nothing
+                # to write but its record (byte for byte what the general path writes).
+                self._store.append_event(
+                    event_id, event.route, float(now),
+                    0 if event.clock_synced else rec.UNSYNCED, event_tail(event)).mono = mono
+                return
             records = self._expiry_records(now, mono)
             leaving = {r.id for r in records}
             over = len(index.pending) - len(leaving) + 1 - self.config.max_events
@@ -228,7 +237,7 @@ class Journal:
             records.append(rec.make(rec.EVENT, id=event.event_id, route=event.route,
                                     seq=self._next_seq(records), at=now,
                                     flags=0 if event.clock_synced else rec.UNSYNCED,
-                                    tail={"e": _event_dict(event)}))
+                                    tail={"e": event_dict(event)}))
             try:
                 self._store.commit(records, sync=True)
             except JournalError:
@@ -499,14 +508,6 @@ class Journal:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(ProductEvent))
-
-
-def _event_dict(event: ProductEvent) -> dict[str, Any]:
-    """``event.to_dict()`` without asdict's deep copy: every field is a plain value."""
-    return {name: getattr(event, name) for name in _EVENT_FIELDS}
 
 
 def _take(items: Iterable[Any], n: int) -> Iterator[Any]:

@@ -115,6 +115,26 @@ class Index:
         elif kind == rec.META and record.seq > counters.next_seq:
             counters.next_seq = record.seq
 
+    def add_event(self, event_id: str, route: str, seq: int, at: float, segment: int,
+                  offset: int, size: int, synced: bool) -> Item:
+        """What :meth:`apply` does with a new event's record, for an id not yet known
+        (neither pending nor dead) after replay: the append fast path, without a Rec."""
+        item = Item(event_id, route, seq, at, segment, offset, size, synced)
+        self.pending[event_id] = item
+        queue = self.routes.get(route)
+        if queue is None:
+            queue = self.routes[route] = {}
+        queue[event_id] = item
+        entry = self.live.get(segment)
+        if entry is None:
+            entry = self.live[segment] = [0, 0]
+        entry[0] += 1
+        entry[1] += size
+        counters = self.counters
+        if seq >= counters.next_seq:
+            counters.next_seq = seq + 1
+        return item
+
     def finish_replay(self) -> None:
         """Build the route queues and segment counts, in seq order."""
         self.replaying = False

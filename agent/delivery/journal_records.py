@@ -25,6 +25,8 @@ _FRAME = struct.Struct("<2sII")  # magic, crc, length
 HEADER_SIZE = _FRAME.size
 _LENGTH = struct.Struct("<I")
 _HEAD = struct.Struct("<BBqdHH")  # kind, flags, seq, at, len(id), len(route)
+_PACK_COVERED = struct.Struct("<IBBqdHH").pack  # length, then the head: what the CRC covers
+_PACK_MAGIC_CRC = struct.Struct("<2sI").pack
 _BOTH = struct.Struct("<2sIIBBqdHH")  # frame and head in one unpack
 _BOTH_SIZE = _BOTH.size
 _BOTH_UNPACK = _BOTH.unpack_from
@@ -79,16 +81,25 @@ def make(kind: int, *, id: str = "", route: str = "", seq: int = 0, at: float = 
 
 def encode(record: Rec) -> bytes:
     """One framed record. ValueError when it cannot be framed (too long an id or body)."""
-    event_id = record.id.encode("utf-8")
-    route = record.route.encode("utf-8")
-    if len(event_id) > 0xFFFF or len(route) > 0xFFFF:
+    return frame(record.kind, record.flags, record.seq, record.at, record.id, record.route,
+                 record.tail)
+
+
+def frame(kind: int, flags: int, seq: int, at: float, id: str, route: str,
+          tail: bytes) -> bytes:
+    """:func:`encode` from the fields, without a :class:`Rec` (the append fast path)."""
+    event_id = id.encode("utf-8")
+    route_bytes = route.encode("utf-8")
+    id_len = len(event_id)
+    route_len = len(route_bytes)
+    if id_len > 0xFFFF or route_len > 0xFFFF:
         raise ValueError("journal record id or route too long")
-    body = (_HEAD.pack(record.kind, record.flags, record.seq, record.at, len(event_id),
-                       len(route)) + event_id + route + record.tail)
-    if len(body) > MAX_PAYLOAD:
-        raise ValueError(f"journal record of {len(body)} bytes exceeds {MAX_PAYLOAD}")
-    covered = _LENGTH.pack(len(body)) + body
-    return MAGIC + _LENGTH.pack(zlib.crc32(covered)) + covered
+    length = _HEAD_SIZE + id_len + route_len + len(tail)
+    if length > MAX_PAYLOAD:
+        raise ValueError(f"journal record of {length} bytes exceeds {MAX_PAYLOAD}")
+    covered = (_PACK_COVERED(length, kind, flags, seq, at, id_len, route_len)
+               + event_id + route_bytes + tail)
+    return _PACK_MAGIC_CRC(MAGIC, zlib.crc32(covered)) + covered
 
 
 def decode_at(data: bytes, pos: int, *, tail: bool = True) -> tuple[Rec, int] | None:

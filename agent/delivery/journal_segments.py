@@ -212,7 +212,13 @@ class ActiveSegment:
         self.allocated = target
 
     def _write_all(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
+        written = self._ops.pwrite(self.fd, data, offset)
+        if written == len(data):
+            return  # the usual case: one whole write
+        if written <= 0:  # a regular file does not do this; never loop on it
+            raise OSError(errno.EIO, "write made no progress")
+        view = memoryview(data)[written:]
+        offset += written
         while view:
             written = self._ops.pwrite(self.fd, view, offset)
             if written <= 0:  # a regular file does not do this; never loop on it

@@ -89,7 +89,38 @@ class SegmentStore:
             raise JournalError(f"journal record cannot be written: {exc}",
                                fix="report this as a bug; the event is not journaled") from exc
         data = frames[0] if len(frames) == 1 else b"".join(frames)
-        active = self._ensure_active()
+        number, offset, rolled = self._write(data, sync, may_roll)
+        for record, framed in zip(records, frames):
+            self.index.apply(record, number, offset, len(framed))
+            offset += len(framed)
+        if rolled:
+            self._compact()
+
+    def append_event(self, event_id: str, route: str, at: float, flags: int,
+                     tail: bytes) -> Item:
+        """Write, sync and index a new event record alone: ``commit`` of that one record
+        (the same bytes and index state) without building it first. The id must be
+        neither pending nor dead; the record takes the next seq. Returns its item."""
+        index = self.index
+        seq = index.counters.next_seq
+        try:
+            data = rec.frame(rec.EVENT, flags, seq, at, event_id, route, tail)
+        except ValueError as exc:
+            raise JournalError(f"journal record cannot be written: {exc}",
+                               fix="report this as a bug; the event is not journaled") from exc
+        number, offset, rolled = self._write(data, True, True)
+        item = index.add_event(event_id, route, seq, at, number, offset, len(data),
+                               not flags & rec.UNSYNCED)
+        if rolled:
+            self._compact()
+        return item
+
+    def _write(self, data: bytes, sync: bool, may_roll: bool) -> tuple[int, int, bool]:
+        """Write ``data`` to the active segment (starting a new one past segment_bytes when
+        allowed); return (segment, offset, whether a new segment was started)."""
+        active = self._active
+        if active is None:
+            active = self._ensure_active()
         rolled = False
         if may_roll and active.size > 0 and active.size + len(data) > self._segment_bytes:
             try:
@@ -106,12 +137,8 @@ class SegmentStore:
         except OSError as exc:
             raise _write_error(exc, self.directory) from exc
         self._sizes[active.number] = active.size
-        for record, frame in zip(records, frames):
-            self.index.apply(record, active.number, offset, len(frame))
-            offset += len(frame)
         self.unsynced = 0 if sync else self.unsynced + 1
-        if rolled:
-            self._compact()
+        return active.number, offset, rolled
 
     def _ensure_active(self) -> ActiveSegment:
         if self._active is None:
