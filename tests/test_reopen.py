@@ -12,6 +12,8 @@ from agent.camera.frame import Frame
 from agent.camera.reopen import (
     HEARTBEAT_EVERY_S,
     MAX_BAD_FRAMES,
+    MAX_HUNG_OPENS,
+    WEDGED_WAIT_S,
     BoundedCaller,
     ReopeningSource,
     backoff_delay,
@@ -377,3 +379,167 @@ def test_without_heartbeat_the_backoff_is_one_wait():
     source.read()
     source.read()
     assert time_.waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+HANG = object()
+
+
+class WedgingDriver:
+    """An opener whose HANG entries block inside the driver until released, plus the call
+    ``wait`` that gives up on exactly the calls numbered in ``hang_at`` (1-based, in the order
+    the source makes them) once the worker is inside the hung open."""
+
+    def __init__(self, script, hang_at):
+        self.script = list(script)
+        self.hang_at = set(hang_at)
+        self.calls = 0
+        self.waits = 0
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def opener(self):
+        self.calls += 1
+        item = self.script.pop(0)
+        if item is HANG:
+            self.entered.release()
+            self.release.wait(30)
+            return ScriptedCamera([GOOD])
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        self.waits += 1
+        if self.waits in self.hang_at:
+            assert self.entered.acquire(timeout=10)  # given up only once the open is stuck
+            return False
+        assert event.wait(10), f"call {self.waits} was expected to answer"
+        return True
+
+
+class WedgedTime(FakeTime):
+    """FakeTime whose backoff sets ``stop`` after ``stop_after`` waits on a wedged driver."""
+
+    def __init__(self, stop_after: int):
+        super().__init__()
+        self.stop_after = stop_after
+
+    def backoff(self, stop: threading.Event, delay: float) -> bool:
+        if self.waits.count(WEDGED_WAIT_S) + (delay == WEDGED_WAIT_S) == self.stop_after:
+            stop.set()  # SIGTERM, or the watchdog's restart
+        return super().backoff(stop, delay)
+
+
+def test_hung_opens_stop_the_heartbeat_and_the_attempts():
+    # calls: open, read, read (fails), close, then every reopen hangs
+    driver = WedgingDriver([ScriptedCamera([GOOD, CameraError("lost")]), *[HANG] * 5],
+                           hang_at={5, 6, 7})
+    time_ = WedgedTime(stop_after=4)
+    beats: list[float] = []
+    source = ReopeningSource(driver.opener, "cam", backoff_max_s=30.0, read_timeout_s=5.0,
+                             clock=time_.clock, wait=driver.wait, backoff_wait=time_.backoff,
+                             heartbeat=lambda: beats.append(time_.now))
+    try:
+        assert source.read().index == 0
+        with capture_logs() as logs:
+            assert source.read() is None  # ends only when stop is set
+    finally:
+        driver.release.set()
+    assert driver.calls == 1 + MAX_HUNG_OPENS and source.hung_opens == MAX_HUNG_OPENS
+    assert time_.waits[-4:] == [WEDGED_WAIT_S] * 4
+    wedged_at = time_.now - 4 * WEDGED_WAIT_S
+    assert beats and beats[-1] <= wedged_at  # no ping once the driver is taken as wedged
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == [
+        "camera driver not answering: leaving it to the watchdog to restart the agent"]
+    assert errors[0]["hung_opens"] == MAX_HUNG_OPENS
+    hung = [e["hung"] for e in logs if e["event"] == "camera reopen failed"]
+    assert hung == [True] * MAX_HUNG_OPENS
+    assert source.read() is None and driver.calls == 1 + MAX_HUNG_OPENS  # stays ended
+    source.close()
+
+
+def test_stop_ends_a_read_waiting_on_a_wedged_driver():
+    driver = WedgingDriver([ScriptedCamera([CameraError("lost")]), *[HANG] * MAX_HUNG_OPENS],
+                           hang_at={4, 5, 6})
+    wedged = threading.Event()
+    stop = threading.Event()
+
+    def backoff(event: threading.Event, delay: float) -> bool:
+        if delay != WEDGED_WAIT_S:
+            return event.is_set()
+        wedged.set()
+        return event.wait(delay)  # a real wait on the stop flag, ended by setting it
+
+    source = ReopeningSource(driver.opener, "cam", backoff_max_s=30.0, read_timeout_s=5.0,
+                             clock=lambda: 0.0, wait=driver.wait, backoff_wait=backoff,
+                             stop=stop, heartbeat=lambda: None)
+    result: list[object] = []
+    reader = threading.Thread(target=lambda: result.append(source.read()), daemon=True)
+    try:
+        reader.start()
+        assert wedged.wait(10)
+        stop.set()
+        reader.join(10)
+    finally:
+        driver.release.set()
+    assert not reader.is_alive() and result == [None]
+    assert driver.calls == 1 + MAX_HUNG_OPENS
+    source.close()
+
+
+def test_clean_failures_between_hung_opens_neither_count_nor_reset():
+    gone = CameraError("gone")
+    # calls: open, read, close, reopens: hang, fail, hang, fail, fail, hang
+    driver = WedgingDriver([ScriptedCamera([CameraError("lost")]), HANG, gone, HANG, gone, gone,
+                            HANG, ScriptedCamera([GOOD])], hang_at={4, 6, 9})
+    time_ = WedgedTime(stop_after=1)
+    source = ReopeningSource(driver.opener, "cam", backoff_max_s=30.0, read_timeout_s=5.0,
+                             clock=time_.clock, wait=driver.wait, backoff_wait=time_.backoff,
+                             heartbeat=lambda: None)
+    try:
+        assert source.read() is None
+    finally:
+        driver.release.set()
+    assert driver.calls == 7 and source.hung_opens == MAX_HUNG_OPENS and source.reopens == 0
+    assert len(driver.script) == 1  # the healthy camera was never asked for
+
+
+def test_a_successful_reopen_resets_the_hung_count():
+    first = ScriptedCamera([CameraError("lost")])
+    second = ScriptedCamera([GOOD, CameraError("lost again")])
+    third = ScriptedCamera([GOOD])
+    # calls: open, read, close, hang, hang, open ok, read, read (fails), close, hang, hang, open ok,
+    # read: four hung opens in all, never three in a row without a success between
+    driver = WedgingDriver([first, HANG, HANG, second, HANG, HANG, third],
+                           hang_at={4, 5, 10, 11})
+    time_ = WedgedTime(stop_after=1)  # were the driver taken as wedged, read() would end
+    beats: list[float] = []
+    source = ReopeningSource(driver.opener, "cam", backoff_max_s=30.0, read_timeout_s=5.0,
+                             clock=time_.clock, wait=driver.wait, backoff_wait=time_.backoff,
+                             heartbeat=lambda: beats.append(time_.now))
+    try:
+        with capture_logs() as logs:
+            frames = [source.read(), source.read()]
+    finally:
+        driver.release.set()
+    assert [None if f is None else f.index for f in frames] == [0, 1]
+    assert source.reopens == 2 and source.hung_opens == 0 and driver.calls == 7
+    assert WEDGED_WAIT_S not in time_.waits and beats[-1] == time_.now
+    assert not [e for e in logs if e["log_level"] == "error"]
+
+
+def test_cleanly_failing_opens_keep_pinging_forever():
+    failures = 500
+    first = ScriptedCamera([GOOD, CameraError("USB unplugged")])
+    time_ = FakeTime()
+    beats: list[float] = []
+    source = ReopeningSource(Opener(first, *[CameraError("gone")] * failures,
+                                    ScriptedCamera([GOOD])),
+                             "cam", backoff_max_s=30.0, read_timeout_s=5.0, clock=time_.clock,
+                             backoff_wait=time_.backoff, heartbeat=lambda: beats.append(time_.now))
+    assert source.read().index == 0
+    assert source.read().index == 1
+    assert time_.now > 4 * 3600 and source.hung_opens == 0 and source.reopens == 1
+    gaps = [b - a for a, b in zip(beats, beats[1:] + [time_.now])]
+    assert max(gaps) <= HEARTBEAT_EVERY_S

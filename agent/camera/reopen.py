@@ -13,6 +13,13 @@ systemd watchdog ping) before each reopen attempt and at least every
 ``HEARTBEAT_EVERY_S`` of backoff, so a long outage is not taken for a hang.
 A read itself never calls it: a read that hangs stops the pings until it
 times out, as a wedged agent should.
+
+A reopen attempt that hangs is given up on too, but its worker thread stays
+stuck in the driver. After ``MAX_HUNG_OPENS`` hung attempts since the camera
+last worked (attempts that fail with an error neither count nor reset this),
+the driver is taken as wedged: the source logs it at ERROR, stops the pings and
+starts no more attempts, only waiting for ``stop``. The watchdog then restarts
+the agent, the only cure for a wedged driver, instead of stuck threads piling up.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ MAX_DOUBLINGS = 40
 MAX_BAD_FRAMES = 10
 # Backoff waits are cut into steps this long, with a heartbeat before each.
 HEARTBEAT_EVERY_S = 2.0
+# This many reopen attempts that hung (since the camera last worked) mean a wedged driver.
+MAX_HUNG_OPENS = 3
+# With the driver wedged, the stop flag is waited on in steps this long.
+WEDGED_WAIT_S = 60.0
 
 
 def _wait(event: threading.Event, timeout: float) -> bool:
@@ -49,6 +60,10 @@ def _wait(event: threading.Event, timeout: float) -> bool:
 def backoff_delay(attempt: int, cap: float) -> float:
     """Seconds to wait before reopen attempt ``attempt`` (0-based), capped at ``cap``."""
     return min(INITIAL_BACKOFF_S * 2.0 ** min(attempt, MAX_DOUBLINGS), cap)
+
+
+class CallTimeout(CameraError):
+    """A camera call gave no answer in time; its worker thread is left stuck in it."""
 
 
 class _Call:
@@ -90,7 +105,7 @@ class BoundedCaller:
             # The worker is stuck inside fn; abandon it and start afresh next time.
             self._queue.put(None)
             self._queue = None
-            raise CameraError(f"no answer for {what} within {self.timeout_s:g} s",
+            raise CallTimeout(f"no answer for {what} within {self.timeout_s:g} s",
                               fix="check the camera; raise camera.read_timeout_s if it is slow")
         if job.error is not None:
             raise job.error
@@ -138,6 +153,7 @@ class ReopeningSource:
         self._failed_at = 0.0
         self.reopens = 0
         self.bad_frames = 0
+        self.hung_opens = 0
         # The first open is not retried: a camera missing at start is an error to report.
         self._source: FrameSource | None = self._reader.call(opener, "opening the camera")
 
@@ -214,6 +230,9 @@ class ReopeningSource:
         """The reopened camera, or None when ``stop`` is set while waiting."""
         attempt = 0
         while True:
+            if self.hung_opens >= MAX_HUNG_OPENS:
+                self._wait_for_restart()
+                return None
             if self._backoff(backoff_delay(attempt, self._backoff_max_s)):
                 return None
             attempt += 1
@@ -221,15 +240,27 @@ class ReopeningSource:
             try:
                 source = self._reader.call(self._opener, "opening the camera")
             except CameraError as exc:
+                hung = isinstance(exc, CallTimeout)
+                if hung:
+                    self.hung_opens += 1
                 log.warning("camera reopen failed", source=self.name, attempt=attempt,
-                            error=str(exc),
+                            error=str(exc), hung=hung, hung_opens=self.hung_opens,
                             next_delay_s=backoff_delay(attempt, self._backoff_max_s))
                 continue
             self._beat()
             self.reopens += 1
+            self.hung_opens = 0
             log.warning("camera back", source=self.name, attempt=attempt,
                         outage_s=round(self._clock() - self._failed_at, 3))
             return source
+
+    def _wait_for_restart(self) -> None:
+        """No pings and no attempts: wait for ``stop`` while the watchdog restarts the agent."""
+        log.error("camera driver not answering: leaving it to the watchdog to restart the agent",
+                  source=self.name, hung_opens=self.hung_opens,
+                  outage_s=round(self._clock() - self._failed_at, 3))
+        while not self._backoff_wait(self._stop, WEDGED_WAIT_S):
+            pass
 
     def close(self) -> None:
         self._close_current()
