@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from agent.basket.event import ProductEvent
+from agent.bench.procfs import memory_kb
 from agent.bench.result import BenchResult
 from agent.errors import OperationalError
 
@@ -34,19 +35,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _rss_kb(pid: int) -> tuple[int, int] | None:
-    """(VmRSS, VmHWM) in kB, or None once the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    try:
-        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
-    except (KeyError, ValueError, IndexError):
-        return None
 
 
 class DevServer:
@@ -97,7 +85,7 @@ def bench_memory(frames: int, tmp: Path, backend_url: str) -> list[BenchResult]:
             proc.kill()
             proc.wait(timeout=10)
             break
-        reading = _rss_kb(proc.pid)
+        reading = memory_kb(Path(f"/proc/{proc.pid}/status"))
         if reading is not None:
             samples.append(reading[0])
             peak = max(peak, reading[1])

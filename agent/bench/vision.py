@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from agent.bench.procfs import memory_kb
 from agent.bench.result import BenchResult
 from agent.camera.frame import Frame
 from agent.config import ModelConfig
@@ -139,11 +140,8 @@ def stage_times(detector: TfliteDetector, frames: list[np.ndarray],
 
 def process_memory_mb(status: Path = Path("/proc/self/status")) -> tuple[float, float] | None:
     """(current, peak) resident memory of this process in MB, where /proc tells it."""
-    try:
-        fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-    except (OSError, KeyError, ValueError, IndexError):
-        return None
+    reading = memory_kb(status)
+    return None if reading is None else (reading[0] / 1024, reading[1] / 1024)
 
 
 def _measure(model: ModelConfig, iterations: int, frames: list[np.ndarray], label: str,
