@@ -35,7 +35,7 @@ from agent.detect.runtime import delegate_options
 from agent.detect.types import DetectorInfo
 from agent.errors import OperationalError
 from agent.fsutil import refuse_foreign_state
-from agent.runner import FrameLoop, LoopStats
+from agent.runner import FrameLoop
 from agent.systemd import Notifier
 
 log = structlog.get_logger(__name__)
@@ -54,7 +54,10 @@ class RunSummary:
     device: str
     fallback_reason: str
     journal_pending: int
-    delivered_all: bool
+
+    @property
+    def delivered_all(self) -> bool:
+        return self.journal_pending == 0
 
 
 def ensure_state_dir(path: Path) -> Path:
@@ -108,7 +111,6 @@ def run_agent(
     check_specs(config)
     refuse_foreign_state(config.state_dir, "run")
     state_dir = ensure_state_dir(config.state_dir)
-    stats = LoopStats()
     with ExitStack() as stack:
         stack.callback(notifier.stopping)
         journal = Journal.open(state_dir, config.journal)
@@ -118,7 +120,8 @@ def run_agent(
         info = detector.info  # the detector has logged what it loaded, and any fallback
         _publish_detector(state_dir, info, running=True)
         stack.callback(_publish_detector, state_dir, info, running=False)
-        catalog = Catalog.load(Path(config.model.catalog)) if config.model.catalog else Catalog.bundled()
+        catalog = (Catalog.load(Path(config.model.catalog)) if config.model.catalog
+                   else Catalog.bundled())
         source = open_source(config.camera.source, config.camera, size=info.input_size, stop=stop,
                              heartbeat=notifier.watchdog)
         stack.callback(source.close)
@@ -147,5 +150,4 @@ def run_agent(
     return RunSummary(
         frames=stats.frames, events=stats.events, fps=stats.fps, device=info.device,
         fallback_reason=info.fallback_reason, journal_pending=pending_after,
-        delivered_all=pending_after == 0,
     )

@@ -54,7 +54,7 @@ def test_one_frame_is_too_little_to_see_a_product_and_says_so() -> None:
 
 def test_undelivered_events_fail_the_demo() -> None:
     summary = RunSummary(frames=600, events=7, fps=30.0, device="cpu", fallback_reason="",
-                         journal_pending=2, delivered_all=False)
+                         journal_pending=2)
     with pytest.raises(OperationalError, match="2 events were not delivered"):
         check_outcome(summary)
-    check_outcome(dataclasses.replace(summary, journal_pending=0, delivered_all=True))
+    check_outcome(dataclasses.replace(summary, journal_pending=0))

@@ -169,9 +169,10 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
             finally:
                 narrator.close()
             basket, pending = backend.basket_items(), backend.pending_items()
+    journal = ("empty" if summary.delivered_all
+               else f"still holds {summary.journal_pending}")
     print(f"summary: {summary.frames} frames at {summary.fps:.1f} fps on {summary.device}, "
           f"{summary.events} events; backend holds {len(basket)} basket and {len(pending)} "
-          f"pending items; journal {'empty' if summary.delivered_all else 'still holds '}"
-          f"{'' if summary.delivered_all else summary.journal_pending}", file=out, flush=True)
+          f"pending items; journal {journal}", file=out, flush=True)
     check_outcome(summary)
     return EXIT_OK
